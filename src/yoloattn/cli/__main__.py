@@ -1,0 +1,5 @@
+import sys
+
+from yoloattn.cli import main
+
+sys.exit(main())
