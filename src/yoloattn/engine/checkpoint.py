@@ -1,0 +1,137 @@
+"""Training checkpoints for exact resume, stored as safetensors (no pickle), written atomically.
+
+One file ``<run>/weights/last.state.safetensors`` holds everything a resume needs:
+
+* tensors: ``model.*`` (raw weights), ``ema.*`` (EMA weights), ``optim.<group>.<param>.<name>``
+  (optimizer state), ``rng.torch`` / ``rng.cuda.<i>`` / ``rng.numpy`` (generator states);
+* the safetensors metadata entry ``"state"``: JSON with epoch, best fitness, EMA update
+  count, optimizer param-group hyperparameters, AMP scaler state and Python's RNG state.
+
+The file is written to a temporary name in the same folder and moved into place with
+``os.replace``, so a kill at any moment leaves the previous checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+__all__ = ["save_training_state", "load_training_state", "atomic_save_file", "capture_rng", "restore_rng"]
+
+
+def atomic_save_file(tensors: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, str]) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=metadata)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def capture_rng() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    tensors = {"rng.torch": torch.get_rng_state().clone()}
+    if torch.cuda.is_available():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"rng.cuda.{i}"] = s.clone()
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    tensors["rng.numpy"] = torch.from_numpy(np.asarray(keys, dtype=np.uint32).astype(np.int64))
+    py = random.getstate()
+    meta = {"numpy": [kind, int(pos), int(has_gauss), float(gauss)], "python": [py[0], list(py[1]), py[2]]}
+    return tensors, meta
+
+
+def restore_rng(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    torch.set_rng_state(tensors["rng.torch"])
+    if torch.cuda.is_available():
+        states = [tensors[k] for k in sorted(t for t in tensors if t.startswith("rng.cuda."))]
+        if states:
+            torch.cuda.set_rng_state_all(states[: torch.cuda.device_count()])
+    kind, pos, has_gauss, gauss = meta["numpy"]
+    np.random.set_state((kind, tensors["rng.numpy"].numpy().astype(np.uint32), pos, has_gauss, gauss))
+    v, state, g = meta["python"]
+    random.setstate((v, tuple(state), g))
+
+
+def _state_tensors(prefix: str, module: nn.Module) -> dict[str, torch.Tensor]:
+    return {f"{prefix}.{k}": v.detach().cpu().contiguous().clone() for k, v in module.state_dict().items()}
+
+
+def save_training_state(
+    path: str | Path,
+    *,
+    model: nn.Module,
+    ema: Any,
+    optimizer: torch.optim.Optimizer,
+    scaler: Any,
+    epoch: int,
+    best_fitness: float,
+    extra: dict[str, Any] | None = None,
+) -> None:
+    """Write the full resume state atomically (see module docstring for the layout)."""
+    tensors = _state_tensors("model", model)
+    tensors.update(_state_tensors("ema", ema.ema))
+    osd = optimizer.state_dict()
+    for pid, st in osd["state"].items():
+        for name, v in st.items():
+            if isinstance(v, torch.Tensor):
+                tensors[f"optim.{pid}.{name}"] = v.detach().cpu().contiguous().clone()
+    scalars = {
+        str(pid): {n: v for n, v in st.items() if not isinstance(v, torch.Tensor)}
+        for pid, st in osd["state"].items()
+    }
+    rng_t, rng_meta = capture_rng()
+    tensors.update(rng_t)
+    state = {
+        "epoch": epoch,
+        "best_fitness": best_fitness,
+        "ema_updates": ema.updates,
+        "param_groups": osd["param_groups"],
+        "optim_scalars": scalars,
+        "scaler": scaler.state_dict() if scaler is not None and scaler.is_enabled() else None,
+        "rng": rng_meta,
+        "extra": extra or {},
+    }
+    atomic_save_file(tensors, path, {"format": "yoloattn-train-state-1", "state": json.dumps(state)})
+
+
+def load_training_state(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Read a state file: returns (tensors, state dict)."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no training state at {path}; was the run started with this version?")
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+    if meta.get("format") != "yoloattn-train-state-1":
+        raise ValueError(f"{path} is not a yoloattn training-state file")
+    return load_file(str(path)), json.loads(meta["state"])
+
+
+def restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], state: dict) -> None:
+    per: dict[int, dict[str, Any]] = {}
+    for k, v in tensors.items():
+        if k.startswith("optim."):
+            _, pid, name = k.split(".", 2)
+            per.setdefault(int(pid), {})[name] = v
+    for pid, sc in state["optim_scalars"].items():
+        per.setdefault(int(pid), {}).update(sc)
+    optimizer.load_state_dict({"state": per, "param_groups": state["param_groups"]})
+
+
+def split_prefix(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    p = prefix + "."
+    return {k[len(p):]: v for k, v in tensors.items() if k.startswith(p)}

@@ -1,0 +1,509 @@
+"""The training loop: official YOLOv5/YOLOv7 recipes on 1 CPU, 1 GPU or many GPUs (torchrun).
+
+``train(TrainConfig(...))`` runs one training and writes one run folder::
+
+    runs/train/<name>/
+        args.yaml            every resolved option (model, data, hyperparameters, ...)
+        model.yaml           the resolved architecture (attention rows included)
+        results.csv          one row per epoch: losses, P, R, mAP50, mAP50-95, learning rates
+        results.png          the same as plots
+        weights/last.safetensors, last.json   EMA weights + sidecar (load with load_model)
+        weights/best.safetensors, best.json   best epoch by fitness 0.1*mAP50 + 0.9*mAP50-95
+        weights/last.state.safetensors        everything an exact resume needs (no pickle)
+
+Under ``torchrun`` the same code runs DistributedDataParallel; rank 0 logs and writes files.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import logging
+import math
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from torch import nn
+
+from yoloattn.engine.checkpoint import (
+    load_training_state,
+    restore_optimizer,
+    restore_rng,
+    save_training_state,
+    split_prefix,
+)
+from yoloattn.engine.ema import ModelEMA, unwrap
+from yoloattn.engine.optim import build_optimizer, lr_lambda, warmup_step
+
+LOGGER = logging.getLogger("yoloattn.train")
+
+__all__ = ["TrainConfig", "TrainResult", "train", "TrainingDiverged", "increment_path"]
+
+RESULT_COLUMNS = [
+    "epoch",
+    "train/box_loss",
+    "train/obj_loss",
+    "train/cls_loss",
+    "metrics/precision",
+    "metrics/recall",
+    "metrics/mAP_0.5",
+    "metrics/mAP_0.5:0.95",
+    "val/box_loss",
+    "val/obj_loss",
+    "val/cls_loss",
+    "x/lr0",
+    "x/lr1",
+    "x/lr2",
+]
+
+
+class TrainingDiverged(RuntimeError):
+    """Raised when the loss becomes NaN or infinite."""
+
+
+@dataclass
+class TrainConfig:
+    model: str = "yolov5s"
+    data: str = ""
+    attention: str | None = None
+    weights: str | None = None
+    epochs: int = 100
+    batch: int = 16
+    imgsz: int = 640
+    hyp: str | None = None
+    hyp_overrides: dict[str, float] = field(default_factory=dict)
+    optimizer: str = "SGD"
+    lr_schedule: str | None = None  # linear (v5 default) | cos (v7 default)
+    device: str = ""
+    workers: int = 2
+    seed: int = 0
+    deterministic: bool = True
+    project: str = "runs/train"
+    name: str = "exp"
+    exist_ok: bool = False
+    resume: str | None = None
+    val_interval: int = 1
+    noval: bool = False
+    freeze: list[int] = field(default_factory=list)
+    sync_bn: bool = False
+    amp: bool = True
+    label_smoothing: float = 0.0
+    nbs: int = 64
+    patience: int = 0
+    cache_dir: str | None = None
+    rect: bool = False
+    quiet: bool = False
+    stop_after_epochs: int | None = None  # stop (as if killed) after this many epochs in this call
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    best: Path
+    last: Path
+    epochs_done: int
+    metrics: dict[str, float]
+    best_fitness: float
+
+
+def increment_path(path: str | Path, exist_ok: bool = False) -> Path:
+    """``runs/train/exp`` -> ``exp``, ``exp2``, ``exp3``... never overwriting an existing run."""
+    path = Path(path)
+    if exist_ok or not path.exists():
+        return path
+    n = 2
+    while (p := path.with_name(f"{path.name}{n}")).exists():
+        n += 1
+    return p
+
+
+def fitness(metrics: dict[str, float]) -> float:
+    return 0.1 * metrics.get("map50", 0.0) + 0.9 * metrics.get("map", 0.0)
+
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
+
+def select_device(spec: str = "") -> torch.device:
+    """'' (auto), 'cpu', 'cuda', '0', '0,1' -> a torch.device (the local rank's GPU under DDP)."""
+    spec = str(spec).strip().lower()
+    local_rank = int(os.environ.get("LOCAL_RANK", -1))
+    if spec == "cpu":
+        return torch.device("cpu")
+    if spec in ("", "cuda") or spec.replace(",", "").isdigit():
+        if torch.cuda.is_available():
+            if local_rank >= 0:
+                return torch.device("cuda", local_rank)
+            idx = int(spec.split(",")[0]) if spec and spec[0].isdigit() else 0
+            return torch.device("cuda", idx)
+        if spec not in ("",):
+            raise ValueError(f"--device {spec!r} asks for CUDA but no GPU is available; use --device cpu")
+        return torch.device("cpu")
+    raise ValueError(f"unknown device {spec!r}; use '', 'cpu', 'cuda', '0' or '0,1'")
+
+
+def model_family(cfg: dict) -> str:
+    """'v7' when the head is IDetect (YOLOv7 training configs), else 'v5'."""
+    last = cfg["head"][-1]
+    return "v7" if str(last[2]).lower() == "idetect" else "v5"
+
+
+def _is_dist() -> bool:
+    return int(os.environ.get("WORLD_SIZE", 1)) > 1
+
+
+def _rank() -> int:
+    return int(os.environ.get("RANK", 0))
+
+
+class Trainer:
+    """One training run. Use :func:`train` for the common case."""
+
+    def __init__(self, cfg: TrainConfig):
+        self.cfg = cfg
+        self.resume_state: tuple[dict, dict] | None = None
+        if cfg.resume:
+            self._load_resume_args()
+        self.rank = _rank()
+        self.world = int(os.environ.get("WORLD_SIZE", 1))
+        self.device = select_device(cfg.device)
+        if _is_dist() and not torch.distributed.is_initialized():
+            backend = "nccl" if self.device.type == "cuda" else "gloo"
+            if self.device.type == "cuda":
+                torch.cuda.set_device(self.device)
+            torch.distributed.init_process_group(backend=backend)
+        self.main = self.rank == 0
+
+    # ----------------------------------------------------------------- setup
+    def _load_resume_args(self) -> None:
+        run = Path(self.cfg.resume)
+        state_file = run / "weights" / "last.state.safetensors" if run.is_dir() else run
+        run_dir = state_file.parent.parent
+        args_file = run_dir / "args.yaml"
+        if not args_file.is_file():
+            raise FileNotFoundError(f"cannot resume: {args_file} not found (is {run} a run folder?)")
+        saved = yaml.safe_load(args_file.read_text())
+        keep = {"stop_after_epochs": self.cfg.stop_after_epochs, "quiet": self.cfg.quiet,
+                "device": self.cfg.device or saved.get("device", ""), "workers": self.cfg.workers}
+        names = {f.name for f in dataclasses.fields(TrainConfig)}
+        self.cfg = TrainConfig(**{k: v for k, v in saved.items() if k in names})
+        self.cfg.__dict__.update(keep)
+        self.cfg.resume = str(state_file)
+        self.run_dir = run_dir
+        self.resume_state = load_training_state(state_file)
+
+    def setup(self) -> None:
+        from yoloattn.data import YoloDataset, build_dataloader, load_dataset_config
+        from yoloattn.engine.hyp import default_hyp_for, load_hyp
+        from yoloattn.models.detector import build_model
+        from yoloattn.models.parse import load_config
+
+        cfg = self.cfg
+        if not cfg.data:
+            raise ValueError("no dataset given: pass --data path/to/data.yaml")
+        seed_everything(cfg.seed + self.rank, cfg.deterministic)
+        self.data = load_dataset_config(cfg.data)
+
+        base_cfg = load_config(cfg.model)
+        self.index_map: dict[int, int] | None = None
+        model_cfg = base_cfg
+        if cfg.attention:
+            from yoloattn.models.placement import place_attention
+
+            model_cfg, self.index_map = place_attention(base_cfg, cfg.attention)
+        self.family = model_family(model_cfg)
+        model = build_model(model_cfg, nc=self.data.nc)
+        model.names = list(self.data.names)
+
+        hyp = load_hyp(cfg.hyp or default_hyp_for(cfg.model if isinstance(cfg.model, str) else "yolov5s"),
+                       cfg.hyp_overrides)
+        self.hyp_file = dict(hyp)
+        det = model.detect
+        nl = det.nl
+        hyp["box"] *= 3 / nl
+        hyp["cls"] *= self.data.nc / 80 * 3 / nl
+        hyp["obj"] *= (cfg.imgsz / 640) ** 2 * 3 / nl
+        hyp["label_smoothing"] = cfg.label_smoothing
+        self.hyp = hyp
+
+        if cfg.weights and not self.resume_state:
+            self._load_weights(model)
+
+        for i in cfg.freeze:
+            for n, p in model.named_parameters():
+                if n.startswith(f"model.{i}."):
+                    p.requires_grad_(False)
+
+        model.to(self.device)
+        self.model_cfg = model.yaml
+        self.gs = max(int(model.stride.max()), 32)
+        if cfg.imgsz % self.gs:
+            raise ValueError(f"--imgsz {cfg.imgsz} must be a multiple of the max stride {self.gs}")
+
+        # data
+        self.train_set = YoloDataset(self.data.train, imgsz=cfg.imgsz, augment=True, hyp=hyp,
+                                     rect=cfg.rect, batch_size=cfg.batch, stride=self.gs,
+                                     seed=cfg.seed, cache_dir=cfg.cache_dir, prefix="train: ")
+        self.train_loader = build_dataloader(self.train_set, cfg.batch, shuffle=not cfg.rect,
+                                             workers=cfg.workers, seed=cfg.seed,
+                                             rank=self.rank if _is_dist() else -1, world_size=self.world)
+        self.val_loader = None
+        if self.main and not cfg.noval and self.data.val:
+            self.val_set = YoloDataset(self.data.val, imgsz=cfg.imgsz, augment=False, hyp=hyp, rect=True,
+                                       batch_size=cfg.batch * 2, stride=self.gs, pad=0.5, seed=cfg.seed,
+                                       cache_dir=cfg.cache_dir, prefix="val: ")
+            self.val_loader = build_dataloader(self.val_set, cfg.batch * 2, shuffle=False,
+                                               workers=cfg.workers, seed=cfg.seed)
+
+        # optimisation
+        self.accumulate = max(round(cfg.nbs / cfg.batch), 1)
+        wd = hyp["weight_decay"] * cfg.batch * self.accumulate / cfg.nbs
+        self.optimizer = build_optimizer(model, cfg.optimizer, hyp["lr0"], hyp["momentum"], wd)
+        sched = cfg.lr_schedule or ("cos" if self.family == "v7" else "linear")
+        self.lf = lr_lambda(sched, cfg.epochs, hyp["lrf"])
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda=self.lf)
+        self.ema = ModelEMA(model) if self.main else None
+        self.amp = bool(cfg.amp and self.device.type == "cuda")
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.start_epoch = 0
+        self.best_fitness = 0.0
+        if self.resume_state:
+            self._restore(model)
+
+        if _is_dist():
+            if cfg.sync_bn:
+                model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+            ddp_kw = {"device_ids": [self.device.index]} if self.device.type == "cuda" else {}
+            model = nn.parallel.DistributedDataParallel(model, **ddp_kw)
+        self.model = model
+
+        if self.family == "v7":
+            from yoloattn.engine.loss_ota import ComputeLossOTA
+
+            self.loss_fn = ComputeLossOTA(unwrap(model), hyp)
+            self.loss_needs_imgs = True
+        else:
+            from yoloattn.engine.loss import ComputeLoss
+
+            self.loss_fn = ComputeLoss(unwrap(model), hyp)
+            self.loss_needs_imgs = False
+        from yoloattn.engine.loss import ComputeLoss
+
+        self.val_loss_fn = ComputeLoss(unwrap(model), hyp)
+
+        if self.main:
+            if not self.resume_state:
+                self.run_dir = increment_path(Path(cfg.project) / cfg.name, cfg.exist_ok)
+            self.wdir = self.run_dir / "weights"
+            self.wdir.mkdir(parents=True, exist_ok=True)
+            args = cfg.to_dict()
+            args["hyp_resolved"] = self.hyp_file
+            (self.run_dir / "args.yaml").write_text(yaml.safe_dump(args, sort_keys=False))
+            (self.run_dir / "model.yaml").write_text(yaml.safe_dump(self.model_cfg, sort_keys=False))
+
+    def _load_weights(self, model: nn.Module) -> None:
+        from yoloattn.models.weights import load_state_for_transfer, transfer_weights
+
+        src_state, src_meta = load_state_for_transfer(self.cfg.weights)
+        report = transfer_weights(src_state, model, self.index_map)
+        LOGGER.info("weights: %s from %s", report.summary(), self.cfg.weights)
+        self.transfer_report = report
+
+    def _restore(self, model: nn.Module) -> None:
+        tensors, state = self.resume_state  # type: ignore[misc]
+        model.load_state_dict(split_prefix(tensors, "model"), strict=True)
+        if self.ema is not None:
+            self.ema.ema.load_state_dict(split_prefix(tensors, "ema"), strict=True)
+            self.ema.updates = state["ema_updates"]
+        restore_optimizer(self.optimizer, tensors, state)
+        if state.get("scaler") and self.scaler.is_enabled():
+            self.scaler.load_state_dict(state["scaler"])
+        self.start_epoch = state["epoch"] + 1
+        self.best_fitness = state["best_fitness"]
+        self.scheduler.last_epoch = self.start_epoch - 1
+        self._rng_to_restore = (tensors, state["rng"])
+        if self.start_epoch >= self.cfg.epochs:
+            raise ValueError(
+                f"run {self.run_dir} already finished all {self.cfg.epochs} epochs; nothing to resume"
+            )
+
+    # ----------------------------------------------------------------- loop
+    def fit(self) -> TrainResult:
+        self.setup()
+        cfg = self.cfg
+        nb = len(self.train_loader)
+        warm = self.hyp.get("warmup_epochs", 3.0)
+        nw = 0 if warm <= 0 else max(round(warm * nb), 1000 if self.family == "v7" else 100)
+        if hasattr(self, "_rng_to_restore"):
+            restore_rng(*self._rng_to_restore)
+        metrics: dict[str, float] = {}
+        epochs_done = self.start_epoch
+        bad_epochs = 0
+        for epoch in range(self.start_epoch, cfg.epochs):
+            self.model.train()
+            if hasattr(self.train_loader.sampler, "set_epoch"):
+                self.train_loader.sampler.set_epoch(epoch)
+            if hasattr(self.train_set, "set_epoch"):
+                self.train_set.set_epoch(epoch)
+            mloss = self._train_epoch(epoch, nb, nw)
+            lrs = [g["lr"] for g in self.optimizer.param_groups]
+            self.scheduler.step()
+            epochs_done = epoch + 1
+            if not self.main:
+                continue
+            final = epoch + 1 == cfg.epochs
+            do_val = self.val_loader is not None and ((epoch + 1) % cfg.val_interval == 0 or final)
+            vloss = torch.zeros(3)
+            if do_val:
+                metrics, vloss = self._validate()
+            fit = fitness(metrics) if do_val else -1.0
+            improved = do_val and fit > self.best_fitness
+            if improved:
+                self.best_fitness = fit
+            self._write_results(epoch, mloss, metrics, vloss, lrs)
+            self._save(epoch, improved or (self.val_loader is None))
+            if cfg.patience and do_val:
+                bad_epochs = 0 if improved else bad_epochs + 1
+                if bad_epochs >= cfg.patience:
+                    LOGGER.info("early stop: no improvement for %d validations", bad_epochs)
+                    break
+            if cfg.stop_after_epochs is not None and epochs_done - self.start_epoch >= cfg.stop_after_epochs:
+                break
+        result = None
+        if self.main:
+            self._plot()
+            result = TrainResult(self.run_dir, self.wdir / "best.safetensors", self.wdir / "last.safetensors",
+                                 epochs_done, metrics, self.best_fitness)
+        if _is_dist():
+            torch.distributed.barrier()
+        return result  # type: ignore[return-value]
+
+    def _train_epoch(self, epoch: int, nb: int, nw: int) -> torch.Tensor:
+        from tqdm import tqdm
+
+        cfg = self.cfg
+        mloss = torch.zeros(3)
+        self.optimizer.zero_grad()
+        accumulate = self.accumulate
+        last_step = -1
+        bar = tqdm(
+            enumerate(self.train_loader), total=nb, disable=not self.main or cfg.quiet,
+            bar_format="{l_bar}{bar:10}{r_bar}", leave=True,
+        )
+        for i, batch in bar:
+            ni = i + nb * epoch
+            imgs = batch[0].to(self.device, non_blocking=True).float() / 255.0
+            targets = batch[1].to(self.device)
+            if ni <= nw:
+                accumulate = warmup_step(self.optimizer, ni, nw, epoch, self.lf, self.hyp, cfg.nbs, cfg.batch)
+            with torch.autocast(self.device.type, enabled=self.amp):
+                pred = self.model(imgs)
+                if self.loss_needs_imgs:
+                    loss, items = self.loss_fn(pred, targets, imgs)
+                else:
+                    loss, items = self.loss_fn(pred, targets)
+                if _is_dist():
+                    loss = loss * self.world
+            if not torch.isfinite(loss).all():
+                raise TrainingDiverged(
+                    f"loss became {loss.item()} at epoch {epoch}, batch {i}; the last good checkpoint "
+                    f"is kept. Lower lr0 (--hyp lr0=...), check the data, or disable --amp."
+                )
+            self.scaler.scale(loss).backward()
+            if ni - last_step >= accumulate:
+                self.scaler.unscale_(self.optimizer)
+                nn.utils.clip_grad_norm_(self.model.parameters(), max_norm=10.0)
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+                self.optimizer.zero_grad()
+                if self.ema is not None:
+                    self.ema.update(self.model)
+                last_step = ni
+            mloss = (mloss * i + items.detach().cpu()) / (i + 1)
+            if self.main and not cfg.quiet:
+                mem = f"{torch.cuda.memory_reserved() / 1e9:.3g}G" if self.device.type == "cuda" else "cpu"
+                bar.set_description(
+                    f"{epoch + 1:>4}/{cfg.epochs:<4} {mem:>6} box {mloss[0]:.4f} obj {mloss[1]:.4f} "
+                    f"cls {mloss[2]:.4f} inst {targets.shape[0]:>4} {imgs.shape[-1]}px"
+                )
+        return mloss
+
+    def _validate(self) -> tuple[dict[str, float], torch.Tensor]:
+        from yoloattn.engine.evaluator import evaluate
+
+        res = evaluate(self.ema.ema, self.val_loader, names=self.data.names, device=self.device,
+                       loss_fn=self.val_loss_fn, half=self.amp, verbose=False, coco=False)
+        m = res.metrics
+        if not self.cfg.quiet:
+            LOGGER.info("%10s P %.3f  R %.3f  mAP50 %.3f  mAP50-95 %.3f", "val", m["mp"], m["mr"],
+                        m["map50"], m["map"])
+        return m, res.loss
+
+    def _write_results(self, epoch, mloss, metrics, vloss, lrs) -> None:
+        path = self.run_dir / "results.csv"
+        row = [epoch, *[float(x) for x in mloss], metrics.get("mp", 0.0), metrics.get("mr", 0.0),
+               metrics.get("map50", 0.0), metrics.get("map", 0.0), *[float(x) for x in vloss],
+               *lrs[:3]]
+        new = not path.exists() or epoch == 0
+        with path.open("w" if new else "a", newline="") as f:
+            w = csv.writer(f)
+            if new:
+                w.writerow(RESULT_COLUMNS)
+            w.writerow([f"{v:.6g}" if isinstance(v, float) else v for v in row])
+
+    def _save(self, epoch: int, best: bool) -> None:
+        from yoloattn import __version__
+        from yoloattn.models.weights import save_model
+
+        ema = self.ema.ema
+        meta = {
+            "imgsz": self.cfg.imgsz,
+            "epoch": epoch,
+            "best_fitness": self.best_fitness,
+            "train_args": self.cfg.to_dict(),
+            "yoloattn": __version__,
+        }
+        # resume state first: a kill between the two writes leaves a consistent resume file
+        save_training_state(self.wdir / "last.state.safetensors", model=unwrap(self.model), ema=self.ema,
+                            optimizer=self.optimizer, scaler=self.scaler, epoch=epoch,
+                            best_fitness=self.best_fitness)
+        save_model(ema, self.wdir / "last.safetensors", meta=meta)
+        if best:
+            save_model(ema, self.wdir / "best.safetensors", meta=meta)
+
+    def _plot(self) -> None:
+        try:
+            from yoloattn.engine.plots import plot_results_csv
+
+            plot_results_csv(self.run_dir / "results.csv")
+        except Exception as e:  # plots must never lose a finished training
+            LOGGER.warning("could not plot results: %s", e)
+
+
+def train(cfg: TrainConfig) -> TrainResult:
+    """Run one training; see :class:`TrainConfig` for the options."""
+    t0 = time.time()
+    result = Trainer(cfg).fit()
+    if result is not None and not cfg.quiet:
+        LOGGER.info("%d epochs done in %.1f min; results in %s", result.epochs_done,
+                    (time.time() - t0) / 60, result.run_dir)
+    if math.isnan(result.best_fitness if result else 0.0):
+        raise TrainingDiverged("fitness is NaN")
+    return result
