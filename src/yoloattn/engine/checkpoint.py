@@ -121,7 +121,9 @@ def load_training_state(path: str | Path) -> tuple[dict[str, torch.Tensor], dict
     return load_file(str(path)), json.loads(meta["state"])
 
 
-def restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], state: dict) -> None:
+def restore_optimizer(
+    optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], state: dict
+) -> None:
     per: dict[int, dict[str, Any]] = {}
     for k, v in tensors.items():
         if k.startswith("optim."):
@@ -134,4 +136,4 @@ def restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch
 
 def split_prefix(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
     p = prefix + "."
-    return {k[len(p):]: v for k, v in tensors.items() if k.startswith(p)}
+    return {k[len(p) :]: v for k, v in tensors.items() if k.startswith(p)}

@@ -53,9 +53,7 @@ def build_optimizer(
     g = param_groups(model)
     key = name.lower()
     if key == "sgd":
-        opt: torch.optim.Optimizer = torch.optim.SGD(
-            g["bias"], lr=lr, momentum=momentum, nesterov=True
-        )
+        opt: torch.optim.Optimizer = torch.optim.SGD(g["bias"], lr=lr, momentum=momentum, nesterov=True)
     elif key == "adamw":
         opt = torch.optim.AdamW(g["bias"], lr=lr, betas=(momentum, 0.999), weight_decay=0.0)
     elif key == "adam":

@@ -200,8 +200,12 @@ class Trainer:
         if not args_file.is_file():
             raise FileNotFoundError(f"cannot resume: {args_file} not found (is {run} a run folder?)")
         saved = yaml.safe_load(args_file.read_text())
-        keep = {"stop_after_epochs": self.cfg.stop_after_epochs, "quiet": self.cfg.quiet,
-                "device": self.cfg.device or saved.get("device", ""), "workers": self.cfg.workers}
+        keep = {
+            "stop_after_epochs": self.cfg.stop_after_epochs,
+            "quiet": self.cfg.quiet,
+            "device": self.cfg.device or saved.get("device", ""),
+            "workers": self.cfg.workers,
+        }
         names = {f.name for f in dataclasses.fields(TrainConfig)}
         self.cfg = TrainConfig(**{k: v for k, v in saved.items() if k in names})
         self.cfg.__dict__.update(keep)
@@ -232,8 +236,10 @@ class Trainer:
         model = build_model(model_cfg, nc=self.data.nc)
         model.names = list(self.data.names)
 
-        hyp = load_hyp(cfg.hyp or default_hyp_for(cfg.model if isinstance(cfg.model, str) else "yolov5s"),
-                       cfg.hyp_overrides)
+        hyp = load_hyp(
+            cfg.hyp or default_hyp_for(cfg.model if isinstance(cfg.model, str) else "yolov5s"),
+            cfg.hyp_overrides,
+        )
         self.hyp_file = dict(hyp)
         det = model.detect
         nl = det.nl
@@ -258,19 +264,45 @@ class Trainer:
             raise ValueError(f"--imgsz {cfg.imgsz} must be a multiple of the max stride {self.gs}")
 
         # data
-        self.train_set = YoloDataset(self.data.train, imgsz=cfg.imgsz, augment=True, hyp=hyp,
-                                     rect=cfg.rect, batch_size=cfg.batch, stride=self.gs,
-                                     seed=cfg.seed, cache_dir=cfg.cache_dir, prefix="train: ")
-        self.train_loader = build_dataloader(self.train_set, cfg.batch, shuffle=not cfg.rect,
-                                             workers=cfg.workers, seed=cfg.seed,
-                                             rank=self.rank if _is_dist() else -1, world_size=self.world)
+        self.train_set = YoloDataset(
+            self.data.train,
+            imgsz=cfg.imgsz,
+            augment=True,
+            hyp=hyp,
+            rect=cfg.rect,
+            batch_size=cfg.batch,
+            stride=self.gs,
+            seed=cfg.seed,
+            cache_dir=cfg.cache_dir,
+            prefix="train: ",
+        )
+        self.train_loader = build_dataloader(
+            self.train_set,
+            cfg.batch,
+            shuffle=not cfg.rect,
+            workers=cfg.workers,
+            seed=cfg.seed,
+            rank=self.rank if _is_dist() else -1,
+            world_size=self.world,
+        )
         self.val_loader = None
         if self.main and not cfg.noval and self.data.val:
-            self.val_set = YoloDataset(self.data.val, imgsz=cfg.imgsz, augment=False, hyp=hyp, rect=True,
-                                       batch_size=cfg.batch * 2, stride=self.gs, pad=0.5, seed=cfg.seed,
-                                       cache_dir=cfg.cache_dir, prefix="val: ")
-            self.val_loader = build_dataloader(self.val_set, cfg.batch * 2, shuffle=False,
-                                               workers=cfg.workers, seed=cfg.seed)
+            self.val_set = YoloDataset(
+                self.data.val,
+                imgsz=cfg.imgsz,
+                augment=False,
+                hyp=hyp,
+                rect=True,
+                batch_size=cfg.batch * 2,
+                stride=self.gs,
+                pad=0.5,
+                seed=cfg.seed,
+                cache_dir=cfg.cache_dir,
+                prefix="val: ",
+            )
+            self.val_loader = build_dataloader(
+                self.val_set, cfg.batch * 2, shuffle=False, workers=cfg.workers, seed=cfg.seed
+            )
 
         # optimisation
         self.accumulate = max(round(cfg.nbs / cfg.batch), 1)
@@ -389,8 +421,14 @@ class Trainer:
         result = None
         if self.main:
             self._plot()
-            result = TrainResult(self.run_dir, self.wdir / "best.safetensors", self.wdir / "last.safetensors",
-                                 epochs_done, metrics, self.best_fitness)
+            result = TrainResult(
+                self.run_dir,
+                self.wdir / "best.safetensors",
+                self.wdir / "last.safetensors",
+                epochs_done,
+                metrics,
+                self.best_fitness,
+            )
         if _is_dist():
             torch.distributed.barrier()
         return result  # type: ignore[return-value]
@@ -404,8 +442,11 @@ class Trainer:
         accumulate = self.accumulate
         last_step = -1
         bar = tqdm(
-            enumerate(self.train_loader), total=nb, disable=not self.main or cfg.quiet,
-            bar_format="{l_bar}{bar:10}{r_bar}", leave=True,
+            enumerate(self.train_loader),
+            total=nb,
+            disable=not self.main or cfg.quiet,
+            bar_format="{l_bar}{bar:10}{r_bar}",
+            leave=True,
         )
         for i, batch in bar:
             ni = i + nb * epoch
@@ -448,19 +489,40 @@ class Trainer:
     def _validate(self) -> tuple[dict[str, float], torch.Tensor]:
         from yoloattn.engine.evaluator import evaluate
 
-        res = evaluate(self.ema.ema, self.val_loader, names=self.data.names, device=self.device,
-                       loss_fn=self.val_loss_fn, half=self.amp, verbose=False, coco=False)
+        res = evaluate(
+            self.ema.ema,
+            self.val_loader,
+            names=self.data.names,
+            device=self.device,
+            loss_fn=self.val_loss_fn,
+            half=self.amp,
+            verbose=False,
+            coco=False,
+        )
         m = res.metrics
         if not self.cfg.quiet:
-            LOGGER.info("%10s P %.3f  R %.3f  mAP50 %.3f  mAP50-95 %.3f", "val", m["mp"], m["mr"],
-                        m["map50"], m["map"])
+            LOGGER.info(
+                "%10s P %.3f  R %.3f  mAP50 %.3f  mAP50-95 %.3f",
+                "val",
+                m["mp"],
+                m["mr"],
+                m["map50"],
+                m["map"],
+            )
         return m, res.loss
 
     def _write_results(self, epoch, mloss, metrics, vloss, lrs) -> None:
         path = self.run_dir / "results.csv"
-        row = [epoch, *[float(x) for x in mloss], metrics.get("mp", 0.0), metrics.get("mr", 0.0),
-               metrics.get("map50", 0.0), metrics.get("map", 0.0), *[float(x) for x in vloss],
-               *lrs[:3]]
+        row = [
+            epoch,
+            *[float(x) for x in mloss],
+            metrics.get("mp", 0.0),
+            metrics.get("mr", 0.0),
+            metrics.get("map50", 0.0),
+            metrics.get("map", 0.0),
+            *[float(x) for x in vloss],
+            *lrs[:3],
+        ]
         new = not path.exists() or epoch == 0
         with path.open("w" if new else "a", newline="") as f:
             w = csv.writer(f)
@@ -481,9 +543,15 @@ class Trainer:
             "yoloattn": __version__,
         }
         # resume state first: a kill between the two writes leaves a consistent resume file
-        save_training_state(self.wdir / "last.state.safetensors", model=unwrap(self.model), ema=self.ema,
-                            optimizer=self.optimizer, scaler=self.scaler, epoch=epoch,
-                            best_fitness=self.best_fitness)
+        save_training_state(
+            self.wdir / "last.state.safetensors",
+            model=unwrap(self.model),
+            ema=self.ema,
+            optimizer=self.optimizer,
+            scaler=self.scaler,
+            epoch=epoch,
+            best_fitness=self.best_fitness,
+        )
         save_model(ema, self.wdir / "last.safetensors", meta=meta)
         if best:
             save_model(ema, self.wdir / "best.safetensors", meta=meta)
@@ -502,8 +570,12 @@ def train(cfg: TrainConfig) -> TrainResult:
     t0 = time.time()
     result = Trainer(cfg).fit()
     if result is not None and not cfg.quiet:
-        LOGGER.info("%d epochs done in %.1f min; results in %s", result.epochs_done,
-                    (time.time() - t0) / 60, result.run_dir)
+        LOGGER.info(
+            "%d epochs done in %.1f min; results in %s",
+            result.epochs_done,
+            (time.time() - t0) / 60,
+            result.run_dir,
+        )
     if math.isnan(result.best_fitness if result else 0.0):
         raise TrainingDiverged("fitness is NaN")
     return result

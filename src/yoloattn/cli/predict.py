@@ -1,0 +1,72 @@
+"""``yoloattn predict``: detect objects in images and save annotated copies (and txt/JSON).
+
+Example::
+
+    yoloattn predict --weights runs/train/exp --source path/to/images --conf 0.25 --save-txt
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+
+def add_parser(sub: Any) -> argparse.ArgumentParser:
+    p = sub.add_parser("predict", help="detect objects in images", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--weights", required=True, help="run folder or .safetensors file")
+    p.add_argument("--source", required=True, nargs="+", help="image file(s), folder(s) or glob(s)")
+    p.add_argument("--imgsz", type=int, default=640)
+    p.add_argument("--conf", type=float, default=0.25, help="confidence threshold (predict default 0.25)")
+    p.add_argument("--iou", type=float, default=0.45, help="NMS IoU threshold (predict default 0.45)")
+    p.add_argument("--max-det", type=int, default=1000)
+    p.add_argument("--device", default="")
+    p.add_argument("--save-txt", action="store_true", help="YOLO-format txt per image (class x y w h conf)")
+    p.add_argument("--save-json", action="store_true", help="predictions.json with all detections")
+    p.add_argument("--project", default="runs/predict")
+    p.add_argument("--name", default="exp")
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from yoloattn.engine.evaluator import resolve_weights
+    from yoloattn.engine.predictor import Prediction, dump_json, iter_sources, predict, save_prediction, to_json
+    from yoloattn.engine.trainer import increment_path, select_device
+    from yoloattn.models.weights import load_model
+
+    device = select_device(args.device)
+    model = load_model(resolve_weights(args.weights), device=device)
+    names = list(model.names)
+    paths, problems = [], []
+    for src in args.source:
+        p, probs = iter_sources(src)
+        paths += p
+        problems += probs
+    for msg in problems:
+        print(f"warning: {msg}", file=sys.stderr)
+    if not paths:
+        raise FileNotFoundError("no images found in --source " + " ".join(args.source))
+    out = increment_path(Path(args.project) / args.name)
+    out.mkdir(parents=True)
+    items, n_ok, n_bad = [], 0, 0
+    for res in predict(model, paths, imgsz=args.imgsz, conf=args.conf, iou=args.iou, max_det=args.max_det,
+                       device=device):
+        if not isinstance(res, Prediction):
+            n_bad += 1
+            print(f"warning: {res[0]}: {res[1]} (skipped)", file=sys.stderr)
+            continue
+        n_ok += 1
+        save_prediction(res, names, out, args.save_txt)
+        items += to_json(res, names)
+        counts: dict[str, int] = {}
+        for c in res.boxes[:, 5].tolist():
+            counts[names[int(c)]] = counts.get(names[int(c)], 0) + 1
+        summary = ", ".join(f"{n} {k}" for k, n in counts.items()) or "no detections"
+        print(f"{res.path}: {res.shape[1]}x{res.shape[0]} {summary}")
+    if args.save_json:
+        dump_json(items, out / "predictions.json")
+    print(f"{n_ok} image(s) annotated, {n_bad} skipped; results saved to {out}")
+    return 0 if n_ok else 1

@@ -1,0 +1,79 @@
+"""``yoloattn val``: evaluate weights on a dataset split with YOLO-style and COCO-standard mAP.
+
+Writes ``runs/val/<name>/``: metrics.json, predictions.json (COCO format), confusion_matrix.png,
+PR_curve.png, F1_curve.png, P_curve.png, R_curve.png and a few images with predicted (left) and
+true (right) boxes.
+
+Example::
+
+    yoloattn val --weights runs/train/exp --data data.yaml --imgsz 640
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+
+def add_parser(sub: Any) -> argparse.ArgumentParser:
+    p = sub.add_parser("val", help="evaluate weights on a dataset", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--weights", required=True, help="run folder or .safetensors file")
+    p.add_argument("--data", required=True, help="dataset YAML")
+    p.add_argument("--imgsz", type=int, default=640)
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--conf", type=float, default=0.001, help="confidence threshold (val default 0.001)")
+    p.add_argument("--iou", type=float, default=0.6, help="NMS IoU threshold (val default 0.6)")
+    p.add_argument("--split", choices=["val", "test", "train"], default="val")
+    p.add_argument("--device", default="")
+    p.add_argument("--workers", type=int, default=0)
+    p.add_argument("--project", default="runs/val")
+    p.add_argument("--name", default="exp")
+    p.add_argument("--samples", type=int, default=4, help="images drawn with predicted and true boxes")
+    return p
+
+
+def _save_samples(res, names, out) -> None:
+    from PIL import Image, ImageOps
+
+    from yoloattn.engine.draw import draw_boxes
+
+    for i, (path, pred, labels) in enumerate(res.samples):
+        im = ImageOps.exif_transpose(Image.open(path)).convert("RGB")
+        left = draw_boxes(im, pred[pred[:, 4] >= 0.25].tolist(), names)
+        right = draw_boxes(im, labels.tolist(), names, scores=False)
+        canvas = Image.new("RGB", (im.width * 2 + 10, im.height), (255, 255, 255))
+        canvas.paste(left, (0, 0))
+        canvas.paste(right, (im.width + 10, 0))
+        canvas.save(out / f"val_sample{i}_pred_vs_true.jpg", quality=90)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from yoloattn.engine.evaluator import build_val_loader, evaluate, format_table, resolve_weights
+    from yoloattn.engine.trainer import increment_path, select_device
+    from yoloattn.models.weights import load_model
+
+    device = select_device(args.device)
+    wpath = resolve_weights(args.weights)
+    model = load_model(wpath, device=device)
+    stride = max(int(model.stride.max()), 32)
+    dcfg, loader = build_val_loader(args.data, args.imgsz, args.batch, stride, args.split, args.workers)
+    names = list(dcfg.names)
+    if model.nc != len(names):
+        raise ValueError(f"weights {wpath} predict {model.nc} classes but {args.data} has {len(names)}")
+    res = evaluate(model, loader, names, device, conf=args.conf, iou=args.iou, keep_samples=args.samples)
+    print(format_table(res))
+    out = increment_path(Path(args.project) / args.name)
+    out.mkdir(parents=True)
+    (out / "metrics.json").write_text(json.dumps({"weights": str(wpath), "data": args.data, "split": args.split,
+                                                  "imgsz": args.imgsz, "metrics": res.metrics,
+                                                  "per_class": res.per_class, "speed_ms": res.speed_ms}, indent=2))
+    (out / "predictions.json").write_text(json.dumps(res.predictions))
+    res.confusion.plot(out / "confusion_matrix.png", names)
+    res.det_metrics.plot(out)
+    _save_samples(res, names, out)
+    print(f"results saved to {out}")
+    return 0

@@ -1,0 +1,263 @@
+"""Validation: run a model over a dataset, apply NMS, compute YOLO-style and COCO-standard mAP.
+
+Used by ``yoloattn val``, by the trainer's per-epoch validation and by ``compare``. Boxes are
+mapped back to the original image (undoing the letterbox) before matching, as the official val
+scripts do. Two metrics, clearly named:
+
+* **YOLO-style** (``mp, mr, map50, map``): per-class P/R at max-F1 and 101-point mAP, as printed
+  by the official val scripts (fast, computed every epoch);
+* **COCO-standard** (``coco_ap, coco_ap50, coco_ap75, coco_aps, coco_apm, coco_apl``): from
+  faster-coco-eval on COCO-format ground truth and detections built in memory.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from yoloattn.data.boxes import xywh2xyxy
+from yoloattn.engine.metrics import ConfusionMatrix, DetMetrics
+from yoloattn.engine.nms import VAL_NMS, non_max_suppression, scale_boxes
+
+LOGGER = logging.getLogger("yoloattn.val")
+
+__all__ = ["EvalResult", "evaluate", "evaluate_run", "format_table"]
+
+
+@dataclass
+class EvalResult:
+    metrics: dict[str, float]
+    per_class: list[dict[str, Any]] = field(default_factory=list)
+    loss: torch.Tensor = field(default_factory=lambda: torch.zeros(3))
+    speed_ms: dict[str, float] = field(default_factory=dict)
+    predictions: list[dict[str, Any]] = field(default_factory=list)  # COCO-format detections
+    coco_gt: dict[str, Any] | None = None
+    det_metrics: DetMetrics | None = None
+    confusion: ConfusionMatrix | None = None
+    samples: list[tuple[str, torch.Tensor, torch.Tensor]] = field(default_factory=list)
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    loader: Any,
+    names: list[str],
+    device: torch.device | str = "cpu",
+    *,
+    conf: float = VAL_NMS["conf_thres"],
+    iou: float = VAL_NMS["iou_thres"],
+    max_det: int = VAL_NMS["max_det"],
+    loss_fn: Any = None,
+    half: bool = False,
+    coco: bool = True,
+    verbose: bool = True,
+    keep_samples: int = 0,
+) -> EvalResult:
+    """Evaluate ``model`` on the batches of ``loader`` (collate format of ``yoloattn.data``)."""
+    from tqdm import tqdm
+
+    device = torch.device(device)
+    was_training = model.training
+    model.eval()
+    nc = len(names)
+    dm = DetMetrics(nc, names)
+    cm = ConfusionMatrix(nc)
+    loss = torch.zeros(3, device=device)
+    preds_json: list[dict[str, Any]] = []
+    gt_images: list[dict[str, Any]] = []
+    gt_anns: list[dict[str, Any]] = []
+    samples = []
+    t_pre = t_inf = t_nms = 0.0
+    n_img = 0
+    use_half = half and device.type == "cuda"
+    for batch in tqdm(loader, desc="val", disable=not verbose, leave=False):
+        t0 = time.perf_counter()
+        imgs, targets, paths, shapes = batch[0], batch[1], batch[2], batch[3]
+        imgs = imgs.to(device, non_blocking=True)
+        imgs = (imgs.half() if use_half else imgs.float()) / 255.0
+        targets = targets.to(device)
+        nb, _, h, w = imgs.shape
+        t1 = time.perf_counter()
+        with torch.autocast(device.type, enabled=use_half):
+            out, levels = model(imgs)
+        t2 = time.perf_counter()
+        if loss_fn is not None:
+            loss += loss_fn([x.float() for x in levels], targets)[1]
+        dets = non_max_suppression(out.float(), conf, iou, multi_label=True, max_det=max_det)
+        t3 = time.perf_counter()
+        t_pre, t_inf, t_nms = t_pre + t1 - t0, t_inf + t2 - t1, t_nms + t3 - t2
+        tb = targets.clone()
+        tb[:, 2:] *= torch.tensor((w, h, w, h), device=device)
+        for si, det in enumerate(dets):
+            n_img += 1
+            (h0, w0), ratio_pad = shapes[si][0], shapes[si][1]
+            lab = tb[tb[:, 0] == si, 1:]
+            lab_xyxy = scale_boxes((h, w), xywh2xyxy(lab[:, 1:5]), (h0, w0), ratio_pad)
+            labels = torch.cat((lab[:, :1], lab_xyxy), 1)
+            pred = det.clone()
+            pred[:, :4] = scale_boxes((h, w), det[:, :4], (h0, w0), ratio_pad)
+            dm.update(pred.cpu(), labels.cpu())
+            cm.process_batch(pred.cpu(), labels.cpu())
+            if len(samples) < keep_samples:
+                samples.append((paths[si], pred.cpu(), labels.cpu()))
+            if coco:
+                image_id = n_img
+                gt_images.append(
+                    {"id": image_id, "width": int(w0), "height": int(h0), "file_name": str(paths[si])}
+                )
+                for row in labels.cpu().tolist():
+                    x1, y1, x2, y2 = row[1:]
+                    gt_anns.append(
+                        {
+                            "id": len(gt_anns) + 1,
+                            "image_id": image_id,
+                            "category_id": int(row[0]) + 1,
+                            "bbox": [x1, y1, x2 - x1, y2 - y1],
+                            "area": (x2 - x1) * (y2 - y1),
+                            "iscrowd": 0,
+                        }
+                    )
+                for row in pred.cpu().tolist():
+                    x1, y1, x2, y2, score, c = row
+                    preds_json.append(
+                        {
+                            "image_id": image_id,
+                            "category_id": int(c) + 1,
+                            "bbox": [round(x1, 3), round(y1, 3), round(x2 - x1, 3), round(y2 - y1, 3)],
+                            "score": round(score, 5),
+                            "file_name": str(paths[si]),
+                        }
+                    )
+    m = dm.compute()
+    metrics: dict[str, float] = {k: float(m[k]) for k in ("mp", "mr", "map50", "map", "fitness")}
+    metrics["images"] = n_img
+    metrics["instances"] = int(m["nt"].sum())
+    per_class = [
+        {
+            "class": names[c],
+            "instances": int(m["nt"][c]),
+            "p": float(m["p"][j]),
+            "r": float(m["r"][j]),
+            "map50": float(m["ap50"][j]),
+            "map": float(m["ap"][j]),
+        }
+        for j, c in enumerate(m["classes"])
+    ]
+    coco_gt = None
+    if coco:
+        from yoloattn.engine.coco import coco_evaluate
+
+        coco_gt = {
+            "images": gt_images,
+            "annotations": gt_anns,
+            "categories": [{"id": i + 1, "name": n} for i, n in enumerate(names)],
+        }
+        if gt_anns:
+            stats = coco_evaluate(
+                coco_gt, [{k: v for k, v in d.items() if k != "file_name"} for d in preds_json]
+            )
+            for k, v in stats.items():
+                metrics[f"coco_{k.lower()}" if not k.startswith("coco_") else k] = float(v)
+    n = max(n_img, 1)
+    speed = {"preprocess": 1e3 * t_pre / n, "inference": 1e3 * t_inf / n, "nms": 1e3 * t_nms / n}
+    if was_training:
+        model.train()
+    return EvalResult(
+        metrics, per_class, (loss / max(len(loader), 1)).cpu(), speed, preds_json, coco_gt, dm, cm, samples
+    )
+
+
+def format_table(res: EvalResult) -> str:
+    """The per-class table the official val scripts print, plus the COCO-standard summary."""
+    m = res.metrics
+    head = f"{'Class':>20}{'Images':>11}{'Instances':>11}{'P':>11}{'R':>11}{'mAP50':>11}{'mAP50-95':>11}"
+    lines = [
+        head,
+        f"{'all':>20}{int(m['images']):>11}{int(m['instances']):>11}{m['mp']:>11.3g}{m['mr']:>11.3g}"
+        f"{m['map50']:>11.3g}{m['map']:>11.3g}",
+    ]
+    if len(res.per_class) > 1:
+        for c in res.per_class:
+            lines.append(
+                f"{c['class'][:20]:>20}{int(m['images']):>11}{c['instances']:>11}{c['p']:>11.3g}"
+                f"{c['r']:>11.3g}{c['map50']:>11.3g}{c['map']:>11.3g}"
+            )
+    coco = {k: v for k, v in m.items() if k.startswith("coco_")}
+    if coco:
+        lines.append(
+            "COCO-standard (faster-coco-eval): " + "  ".join(f"{k[5:]} {v:.4f}" for k, v in coco.items())
+        )
+    if res.speed_ms:
+        s = res.speed_ms
+        lines.append(
+            f"Speed per image: {s['preprocess']:.1f} ms preprocess, {s['inference']:.1f} ms inference, "
+            f"{s['nms']:.1f} ms NMS"
+        )
+    return "\n".join(lines)
+
+
+def build_val_loader(
+    data: str,
+    imgsz: int,
+    batch: int,
+    stride: int,
+    split: str = "val",
+    workers: int = 0,
+    cache_dir: str | None = None,
+):
+    from yoloattn.data import YoloDataset, build_dataloader, load_dataset_config
+
+    dcfg = load_dataset_config(data)
+    sources = getattr(dcfg, split, None)
+    if not sources:
+        raise ValueError(f"dataset {data} has no {split!r} split")
+    ds = YoloDataset(
+        sources,
+        imgsz=imgsz,
+        augment=False,
+        rect=True,
+        batch_size=batch,
+        stride=stride,
+        pad=0.5,
+        cache_dir=cache_dir,
+        prefix=f"{split}: ",
+    )
+    return dcfg, build_dataloader(ds, batch, shuffle=False, workers=workers, seed=0)
+
+
+def resolve_weights(path: str | Path) -> Path:
+    """A run folder (best weights, else last) or a weights file."""
+    p = Path(path)
+    if p.is_dir():
+        for cand in (
+            p / "weights" / "best.safetensors",
+            p / "weights" / "last.safetensors",
+            p / "best.safetensors",
+        ):
+            if cand.is_file():
+                return cand
+        raise FileNotFoundError(f"no weights in run folder {p} (expected weights/best.safetensors)")
+    if not p.is_file():
+        raise FileNotFoundError(f"weights not found: {p}")
+    return p
+
+
+def evaluate_run(
+    run_or_weights: str | Path, data: str, imgsz: int = 640, device: str = "", batch: int = 16
+) -> dict[str, float]:
+    """Evaluate a finished run's best weights with both metrics; returns the metrics dict."""
+    from yoloattn.engine.trainer import select_device
+    from yoloattn.models.weights import load_model
+
+    dev = select_device(device)
+    model = load_model(resolve_weights(run_or_weights), device=dev)
+    stride = max(int(model.stride.max()), 32)
+    dcfg, loader = build_val_loader(data, imgsz, batch, stride)
+    res = evaluate(model, loader, list(dcfg.names), dev, verbose=False)
+    return res.metrics

@@ -1,0 +1,273 @@
+"""Non-maximum suppression and box-coordinate helpers for YOLOv5/YOLOv7 inference and validation.
+
+Behaviour follows the official YOLOv5 (v6.0+) and YOLOv7 post-processing as described in the
+project spec (``yolo-architectures.md`` sections 9.1 and 9.2):
+
+1. candidates are the rows whose objectness is ``> conf_thres``;
+2. each class score becomes ``obj * cls_prob`` (YOLOv7 with one class uses ``obj`` alone);
+3. boxes go from centre ``xywh`` to corner ``xyxy``;
+4. multi-label mode keeps every (box, class) pair scoring ``> conf_thres``, otherwise only the
+   best class of each box is kept if it scores ``> conf_thres``;
+5. the ``max_nms`` best scores are kept, then class-aware NMS runs with the class-offset trick
+   (boxes shifted by ``class * max_wh``, then ``torchvision.ops.nms``) and the best ``max_det``
+   survive.
+
+``scale_boxes`` undoes the letterbox of section 9.1 (scale by the resize gain, remove the
+padding) and ``clip_boxes`` clips to the original image.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any, TypeVar
+
+import numpy as np
+import torch
+import torchvision
+from torchvision.ops import box_convert
+
+__all__ = [
+    "VAL_NMS",
+    "PREDICT_NMS",
+    "NMS_PRESETS",
+    "non_max_suppression",
+    "scale_boxes",
+    "clip_boxes",
+    "xywh2xyxy",
+    "xyxy2xywh",
+]
+
+LOGGER = logging.getLogger(__name__)
+
+BoxesT = TypeVar("BoxesT", torch.Tensor, np.ndarray)
+
+#: Validation settings of YOLOv5 ``val.py`` (spec 9.2 table). Copy before editing:
+#: ``non_max_suppression(pred, **{**VAL_NMS, "iou_thres": 0.65})``.
+VAL_NMS: dict[str, Any] = dict(conf_thres=0.001, iou_thres=0.6, multi_label=True, max_det=300)
+#: Prediction settings of YOLOv5 ``detect.py`` (spec 9.2 table).
+PREDICT_NMS: dict[str, Any] = dict(conf_thres=0.25, iou_thres=0.45, multi_label=False, max_det=1000)
+#: All four official settings of spec 9.2, by name. The v7 entries also carry the v7 ``max_wh``
+#: and the single-class objectness rule.
+NMS_PRESETS: dict[str, dict[str, Any]] = {
+    "v5-val": dict(VAL_NMS),
+    "v5-detect": dict(PREDICT_NMS),
+    "v7-test": dict(
+        conf_thres=0.001, iou_thres=0.65, multi_label=True, max_det=300, max_wh=4096, nc1_obj_only=True
+    ),
+    "v7-detect": dict(
+        conf_thres=0.25, iou_thres=0.45, multi_label=False, max_det=300, max_wh=4096, nc1_obj_only=True
+    ),
+}
+
+
+# --------------------------------------------------------------------------------------------
+# box formats
+# --------------------------------------------------------------------------------------------
+def _convert(boxes: BoxesT, in_fmt: str, out_fmt: str) -> BoxesT:
+    if isinstance(boxes, np.ndarray):
+        out = box_convert(torch.from_numpy(np.ascontiguousarray(boxes)).reshape(-1, 4), in_fmt, out_fmt)
+        return out.numpy().reshape(boxes.shape)
+    if not isinstance(boxes, torch.Tensor):
+        raise TypeError(f"boxes must be a torch.Tensor or numpy.ndarray, got {type(boxes).__name__}")
+    if boxes.shape[-1] != 4:
+        raise ValueError(f"boxes must have 4 values in the last dimension, got shape {tuple(boxes.shape)}")
+    return box_convert(boxes.reshape(-1, 4), in_fmt, out_fmt).reshape(boxes.shape)
+
+
+def xywh2xyxy(boxes: BoxesT) -> BoxesT:
+    """Centre ``(cx, cy, w, h)`` to corner ``(x1, y1, x2, y2)`` boxes, shape ``[..., 4]``."""
+    return _convert(boxes, "cxcywh", "xyxy")
+
+
+def xyxy2xywh(boxes: BoxesT) -> BoxesT:
+    """Corner ``(x1, y1, x2, y2)`` to centre ``(cx, cy, w, h)`` boxes, shape ``[..., 4]``."""
+    return _convert(boxes, "xyxy", "cxcywh")
+
+
+# --------------------------------------------------------------------------------------------
+# NMS
+# --------------------------------------------------------------------------------------------
+def _check_thresholds(conf_thres: float, iou_thres: float, max_det: int, max_nms: int) -> None:
+    if not 0.0 <= conf_thres <= 1.0:
+        raise ValueError(f"conf_thres={conf_thres} is outside [0, 1]; pass a confidence such as 0.25")
+    if not 0.0 <= iou_thres <= 1.0:
+        raise ValueError(f"iou_thres={iou_thres} is outside [0, 1]; pass an IoU such as 0.45")
+    if max_det < 1 or max_nms < 1:
+        raise ValueError(f"max_det={max_det} and max_nms={max_nms} must both be >= 1")
+
+
+def non_max_suppression(
+    prediction: torch.Tensor | Sequence[Any],
+    conf_thres: float = 0.25,
+    iou_thres: float = 0.45,
+    classes: Sequence[int] | None = None,
+    agnostic: bool = False,
+    multi_label: bool = False,
+    max_det: int = 300,
+    max_nms: int = 30000,
+    max_wh: int = 7680,
+    *,
+    nc1_obj_only: bool = False,
+    time_limit: float | None = None,
+) -> list[torch.Tensor]:
+    """Filter decoded YOLO outputs into final detections, one ``[n, 6]`` tensor per image.
+
+    Args:
+        prediction: decoded head output ``[N, A, 5 + nc]`` with rows ``(cx, cy, w, h, obj,
+            cls_1..cls_nc)`` in input-image pixels and probabilities (after sigmoid). The eval-mode
+            model output ``(decoded, raw_list)`` is accepted too; its first element is used.
+        conf_thres: minimum objectness for a candidate, and minimum ``obj * cls`` score.
+        iou_thres: boxes of the same class overlapping a better one by IoU ``> iou_thres`` are dropped.
+        classes: keep only these class indices (``None``: all).
+        agnostic: suppress across classes (no class offset).
+        multi_label: keep every class scoring above ``conf_thres`` for a box (validation mode);
+            ignored when ``nc == 1``.
+        max_det: most detections kept per image.
+        max_nms: most candidates handed to NMS per image (the best scores).
+        max_wh: class offset in pixels (7680 in YOLOv5, 4096 in YOLOv7). When the boxes span more
+            than ``max_wh`` pixels the offset trick would mix classes, so
+            ``torchvision.ops.batched_nms`` is used instead (same result, correct for any size).
+        nc1_obj_only: YOLOv7 rule: with a single class the score is the objectness alone.
+        time_limit: seconds after which the remaining images are skipped with a warning, as the
+            official code does (YOLOv5 uses ``0.5 + 0.05 * N``, YOLOv7 10 s). ``None`` (default)
+            disables it, so results never depend on machine speed.
+
+    Returns:
+        ``N`` tensors ``[n_i, 6]``: ``(x1, y1, x2, y2, conf, cls)`` sorted by confidence, on the
+        input device and dtype.
+    """
+    if isinstance(prediction, (list, tuple)):
+        if not prediction:
+            raise ValueError("prediction is an empty sequence; pass the decoded [N, A, 5+nc] tensor")
+        prediction = prediction[0]
+    if not isinstance(prediction, torch.Tensor):
+        raise TypeError(f"prediction must be a torch.Tensor [N, A, 5+nc], got {type(prediction).__name__}")
+    if prediction.ndim != 3 or prediction.shape[-1] < 6:
+        raise ValueError(
+            f"prediction must have shape [N, A, 5+nc] with nc >= 1, got {tuple(prediction.shape)}; "
+            "pass the decoded output of the model in eval mode"
+        )
+    _check_thresholds(conf_thres, iou_thres, max_det, max_nms)
+    if classes is not None:
+        classes = [int(c) for c in classes]
+
+    nc = prediction.shape[-1] - 5
+    multi_label = multi_label and nc > 1
+    device, dtype = prediction.device, prediction.dtype
+    output = [torch.zeros((0, 6), device=device, dtype=dtype) for _ in range(prediction.shape[0])]
+    start = time.perf_counter()
+
+    for b, x in enumerate(prediction):
+        x = x[x[:, 4] > conf_thres]
+        if x.shape[0] == 0:
+            continue
+        obj = x[:, 4:5]
+        scores = obj if (nc == 1 and nc1_obj_only) else x[:, 5:] * obj
+        boxes = box_convert(x[:, :4], "cxcywh", "xyxy")
+
+        if multi_label:
+            box_i, cls_j = (scores > conf_thres).nonzero(as_tuple=True)
+            det = torch.cat((boxes[box_i], scores[box_i, cls_j, None], cls_j[:, None].to(dtype)), 1)
+        else:
+            best, cls_j = scores.max(1, keepdim=True)
+            det = torch.cat((boxes, best, cls_j.to(dtype)), 1)[best[:, 0] > conf_thres]
+
+        if classes is not None and det.shape[0]:
+            wanted = torch.tensor(classes, device=device, dtype=dtype)
+            det = det[(det[:, 5:6] == wanted).any(1)]
+        if det.shape[0] == 0:
+            continue
+
+        order = torch.sort(det[:, 4], descending=True, stable=True).indices[:max_nms]
+        det = det[order]
+        keep = _class_aware_nms(det, iou_thres, agnostic, max_wh)[:max_det]
+        output[b] = det[keep]
+
+        if time_limit is not None and time.perf_counter() - start > time_limit:
+            LOGGER.warning(
+                "NMS time limit %.3fs exceeded after image %d of %d; the remaining images get no "
+                "detections (raise time_limit or pass None to disable it)",
+                time_limit,
+                b + 1,
+                prediction.shape[0],
+            )
+            break
+    return output
+
+
+def _class_aware_nms(det: torch.Tensor, iou_thres: float, agnostic: bool, max_wh: int) -> torch.Tensor:
+    """Indices kept by NMS over ``det`` ``[n, 6]`` (sorted by score), in decreasing score order."""
+    boxes, scores = det[:, :4], det[:, 4]
+    if agnostic:
+        return torchvision.ops.nms(boxes, scores, iou_thres)
+    span = float(boxes.max() - boxes.min())
+    if span >= max_wh:  # the offset trick would let boxes of neighbouring classes overlap
+        return torchvision.ops.batched_nms(boxes, scores, det[:, 5].long(), iou_thres)
+    return torchvision.ops.nms(boxes + det[:, 5:6] * max_wh, scores, iou_thres)
+
+
+# --------------------------------------------------------------------------------------------
+# letterbox inverse
+# --------------------------------------------------------------------------------------------
+def _copy_float(boxes: BoxesT) -> BoxesT:
+    if isinstance(boxes, torch.Tensor):
+        return boxes.clone() if boxes.is_floating_point() else boxes.float()
+    if isinstance(boxes, np.ndarray):
+        return boxes.astype(np.float64 if boxes.dtype.kind != "f" else boxes.dtype, copy=True)
+    raise TypeError(f"boxes must be a torch.Tensor or numpy.ndarray, got {type(boxes).__name__}")
+
+
+def clip_boxes(boxes: BoxesT, shape: Sequence[int]) -> BoxesT:
+    """Clip ``xyxy`` boxes ``[..., 4]`` to an image of ``shape = (h, w, ...)``; returns a copy."""
+    if len(shape) < 2:
+        raise ValueError(f"shape must be (height, width[, channels]), got {tuple(shape)}")
+    out = _copy_float(boxes)
+    if out.shape[-1] < 4:
+        raise ValueError(f"boxes must have at least 4 values in the last dimension, got {tuple(out.shape)}")
+    h, w = float(shape[0]), float(shape[1])
+    if isinstance(out, torch.Tensor):
+        out[..., 0].clamp_(0, w)
+        out[..., 1].clamp_(0, h)
+        out[..., 2].clamp_(0, w)
+        out[..., 3].clamp_(0, h)
+    else:
+        out[..., [0, 2]] = out[..., [0, 2]].clip(0, w)
+        out[..., [1, 3]] = out[..., [1, 3]].clip(0, h)
+    return out
+
+
+def scale_boxes(
+    img1_shape: Sequence[int],
+    boxes: BoxesT,
+    img0_shape: Sequence[int],
+    ratio_pad: Sequence[Any] | None = None,
+) -> BoxesT:
+    """Map ``xyxy`` boxes from the letterboxed image back to the original image; returns a copy.
+
+    Args:
+        img1_shape: ``(h, w)`` of the network input (letterboxed image).
+        boxes: ``[..., 4+]`` boxes in ``img1`` pixels (extra columns are copied unchanged).
+        img0_shape: ``(h0, w0[, c])`` of the original image.
+        ratio_pad: ``((gain_h, gain_w), (pad_w, pad_h))`` as recorded by the data loader; only
+            ``gain_h`` is used, as in the official code. ``None`` recomputes them for a centred
+            letterbox: ``gain = min(h/h0, w/w0)``, ``pad = ((w - w0*gain)/2, (h - h0*gain)/2)``.
+    """
+    if len(img1_shape) < 2 or len(img0_shape) < 2:
+        raise ValueError(f"shapes must be (h, w[, c]); got img1_shape={img1_shape}, img0_shape={img0_shape}")
+    if ratio_pad is None:
+        gain = min(img1_shape[0] / img0_shape[0], img1_shape[1] / img0_shape[1])
+        pad_w = (img1_shape[1] - img0_shape[1] * gain) / 2
+        pad_h = (img1_shape[0] - img0_shape[0] * gain) / 2
+    else:
+        ratio, pad = ratio_pad[0], ratio_pad[1]
+        gain = float(ratio[0]) if isinstance(ratio, (Sequence, np.ndarray, torch.Tensor)) else float(ratio)
+        pad_w, pad_h = float(pad[0]), float(pad[1])
+    if gain <= 0:
+        raise ValueError(f"letterbox gain must be > 0, got {gain} (img1={img1_shape}, img0={img0_shape})")
+    out = _copy_float(boxes)
+    out[..., [0, 2]] -= pad_w
+    out[..., [1, 3]] -= pad_h
+    out[..., :4] /= gain
+    return clip_boxes(out, img0_shape)

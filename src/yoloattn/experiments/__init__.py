@@ -1,0 +1,1 @@
+"""Experiments: ablation studies built from ordinary training and evaluation runs."""

@@ -1,0 +1,295 @@
+"""The detector: a routed stack of rows built from an official-format config.
+
+Follows ``shared/spec/yolo-architectures.md`` section 2.4 for the build order (parse, stride
+probe, anchor order check, anchors to grid units, head bias priors, BN eps/momentum) so that
+the state dict has the official keys and shapes and a seeded build matches the official one.
+
+>>> model = build_model("yolov5s", nc=20)
+>>> model.eval()(torch.zeros(1, 3, 320, 256))[0].shape
+torch.Size([1, 5040, 25])
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from yoloattn.models.parse import Row, config_name, load_config, parse_model
+from yoloattn.nn import Conv, Detect, IDetect, RepConv
+
+__all__ = ["Model", "build_model"]
+
+LOGGER = logging.getLogger(__name__)
+
+#: Side of the square zero image used to measure the head strides (as the official code).
+STRIDE_PROBE_SIZE = 256
+
+
+def _is_meta(device: torch.device | str | None) -> bool:
+    return device is not None and torch.device(device).type == "meta"
+
+
+class Model(nn.Module):
+    """YOLOv5 / YOLOv7 detector built from a config (name, YAML path or dict).
+
+    Attributes:
+        model: ``nn.Sequential`` of the rows; each layer has ``i``, ``f``, ``type``, ``np``.
+        yaml: the final config dict (after ``nc``/``ch`` overrides); ``Model(model.yaml)``
+            rebuilds the same architecture.
+        save: rows whose outputs are kept for later rows.
+        rows: the resolved :class:`~yoloattn.models.parse.Row` of every layer.
+        names: class names (default ``["0", "1", ...]``).
+        nc: number of classes.
+        stride: ``tensor([8., 16., 32.])`` for the P5 models (non-persistent buffer).
+
+    Forward: training mode returns the per-level raw tensors ``(N, na, H, W, 5 + nc)``; eval
+    mode returns ``(decoded (N, sum na*H*W, 5 + nc), raw levels)``. Input sides must be
+    multiples of ``stride.max()``.
+
+    Args:
+        cfg: shipped name, YAML path or dict.
+        ch: input channels (a ``ch`` key in the config wins, as in the official code).
+        nc: number of classes; overrides the config's ``nc``.
+        device: build device. ``"meta"`` builds without memory or stride probe (strides are
+            derived from the rows), for counting parameters of large models quickly.
+    """
+
+    def __init__(
+        self,
+        cfg: str | Path | Mapping[str, Any] = "yolov5s",
+        ch: int = 3,
+        nc: int | None = None,
+        device: torch.device | str | None = None,
+    ) -> None:
+        super().__init__()
+        self.yaml_file = config_name(cfg)
+        cfg = load_config(cfg)
+        ch = cfg.setdefault("ch", ch)
+        if nc is not None and nc != cfg.get("nc"):
+            LOGGER.debug("overriding nc=%s with nc=%s", cfg.get("nc"), nc)
+            cfg["nc"] = nc
+        self.yaml: dict[str, Any] = cfg
+        meta = _is_meta(device)
+        with torch.device("meta") if meta else contextlib.nullcontext():
+            layers, save, rows = parse_model(cfg, ch)
+        self.model = layers
+        self.save = save
+        self._save_set = set(save)
+        self.rows: list[Row] = rows
+        self.nc = int(cfg["nc"])
+        names = cfg.get("names")
+        self.names = (
+            [str(n) for n in names]
+            if isinstance(names, list) and len(names) == self.nc
+            else [str(i) for i in range(self.nc)]
+        )
+        self.index_map: dict[int, int] | None = None
+
+        head = self.model[-1]
+        if isinstance(head, Detect):
+            strides = self._head_strides(rows[-1], ch, meta)
+            self._check_anchor_order(head, rows[-1], strides)
+            s = torch.tensor(strides, dtype=torch.float32)
+            head.stride = s.clone()
+            with torch.no_grad():
+                head.anchors /= s.view(-1, 1, 1).to(head.anchors.device)
+            head.initialize_biases(strides)
+        else:  # a backbone-only config: report the last row's stride
+            last = rows[-1].stride
+            s = torch.tensor([last if last is not None else 1.0], dtype=torch.float32)
+        self.register_buffer("stride", s, persistent=False)
+        self._initialize_weights()
+        if device is not None and not meta:
+            self.to(device)
+
+    # ------------------------------------------------------------------ build helpers
+
+    def _head_strides(self, head_row: Row, ch: int, meta: bool) -> list[float]:
+        analytic = head_row.head_strides or []
+        if meta:
+            if any(s is None for s in analytic):
+                raise ValueError(
+                    "cannot derive the head strides without running the model (a row has "
+                    "an unknown stride, e.g. size-based upsampling); build on a real device"
+                )
+            return [float(s) for s in analytic]  # type: ignore[arg-type]
+        probed = self._probe_strides(ch)
+        if analytic and all(s is not None for s in analytic) and probed != analytic:
+            LOGGER.debug("probed strides %s differ from row-derived %s", probed, analytic)
+        return probed
+
+    def _probe_strides(self, ch: int) -> list[float]:
+        """Run a zero image through the model and read the head's level sizes.
+
+        Like the official build this runs in train mode, so every BatchNorm sees one batch of
+        zeros (fresh buffers then match the official ones: ``running_var = 0.9``,
+        ``num_batches_tracked = 1``). A batch of 2 keeps attention modules with BN over pooled
+        ``(N, C, 1, 1)`` maps working; if train mode still fails, an eval-mode probe is used.
+        The previous train/eval mode is restored.
+        """
+        s = STRIDE_PROBE_SIZE
+        was_training = self.training
+        x = torch.zeros(2, ch, s, s)
+        try:
+            with torch.no_grad():
+                try:
+                    self.train()
+                    out = self._forward_once(x)
+                except (RuntimeError, ValueError) as e:
+                    LOGGER.debug("train-mode stride probe failed (%s); probing in eval mode", e)
+                    self.eval()
+                    out = self._forward_once(x)[1]
+        except (RuntimeError, ValueError) as e:
+            raise ValueError(
+                f"the model cannot run on a {s}x{s} input to measure its strides: {e}"
+            ) from e
+        finally:
+            self.train(was_training)
+        return [s / float(p.shape[-3]) for p in out]
+
+    @staticmethod
+    def _check_anchor_order(head: Detect, head_row: Row, strides: list[float]) -> None:
+        """Flip the anchor levels if their mean area decreases while the stride increases."""
+        anchors = head_row.args[1]
+        areas = [
+            sum(lvl[k] * lvl[k + 1] for k in range(0, len(lvl), 2)) / (len(lvl) // 2)
+            for lvl in anchors
+        ]
+        da, ds = areas[-1] - areas[0], strides[-1] - strides[0]
+        if da and ds and (da > 0) != (ds > 0):
+            LOGGER.info("reversing anchor order to match the level strides")
+            with torch.no_grad():
+                head.anchors.copy_(head.anchors.flip(0))
+                if isinstance(head, IDetect):
+                    head.anchor_grid.copy_(head.anchor_grid.flip(0))
+
+    def _initialize_weights(self) -> None:
+        for m in self.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.eps = 1e-3
+                m.momentum = 0.03
+
+    # ------------------------------------------------------------------ forward
+
+    def _forward_once(self, x: Tensor) -> Any:
+        y: list[Any] = []
+        for m in self.model:
+            if m.f != -1:
+                x = y[m.f] if isinstance(m.f, int) else [x if j == -1 else y[j] for j in m.f]
+            x = m(x)
+            y.append(x if m.i in self._save_set else None)
+        return x
+
+    def forward(self, x: Tensor) -> Any:
+        """Train: list of raw levels; eval: ``(decoded, raw levels)`` (see class docstring)."""
+        return self._forward_once(x)
+
+    # ------------------------------------------------------------------ properties
+
+    @property
+    def detect(self) -> Detect:
+        """The head (last row)."""
+        head = self.model[-1]
+        if not isinstance(head, Detect):
+            raise AttributeError("this model has no Detect/IDetect head as its last row")
+        return head
+
+    # ------------------------------------------------------------------ fuse / info
+
+    @torch.no_grad()
+    def fuse(self) -> Model:
+        """Fold BN into convs, re-parameterise RepConv and fold the IDetect implicit layers.
+
+        Eval outputs are unchanged up to float rounding. Returns ``self``.
+        """
+        for m in list(self.modules()):
+            if isinstance(m, (Conv, RepConv, IDetect)):
+                m.fuse()
+        for layer in self.model:
+            layer.np = sum(p.numel() for p in layer.parameters())
+        return self
+
+    @property
+    def is_fused(self) -> bool:
+        return not any(
+            (isinstance(m, Conv) and hasattr(m, "bn"))
+            or (isinstance(m, RepConv) and not hasattr(m, "rbr_reparam"))
+            for m in self.modules()
+        )
+
+    def info(self, imgsz: int | tuple[int, int] = 640, verbose: bool = False) -> dict[str, Any]:
+        """Summary: rows, modules, parameters, gradients and GFLOPs at ``imgsz`` (batch 1).
+
+        GFLOPs are counted with ``torch.utils.flop_counter.FlopCounterMode`` (2 x MACs, so
+        attention matmuls count); None if the model cannot run at that size.
+        """
+        from yoloattn.models.profile import count_flops
+
+        params = sum(p.numel() for p in self.parameters())
+        grads = sum(p.numel() for p in self.parameters() if p.requires_grad)
+        modules = list(self.modules())
+        h, w = (imgsz, imgsz) if isinstance(imgsz, int) else imgsz
+        p0 = next(self.parameters(), None)
+        device = p0.device if p0 is not None else torch.device("cpu")
+        gflops: float | None
+        try:
+            gflops = count_flops(self, torch.zeros(1, int(self.yaml["ch"]), h, w, device=device))
+        except (RuntimeError, ValueError) as e:
+            LOGGER.warning("GFLOPs not computed at %sx%s: %s", h, w, e)
+            gflops = None
+        out = {
+            "name": self.yaml_file,
+            "rows": len(self.model),
+            "modules": len(modules),
+            "leaf_modules": sum(1 for m in modules if not list(m.children())),
+            "params": params,
+            "gradients": grads,
+            "gflops": gflops,
+            "imgsz": (h, w),
+            "fused": self.is_fused,
+        }
+        msg = (
+            f"{self.yaml_file} summary{' (fused)' if out['fused'] else ''}: {out['rows']} rows, "
+            f"{out['modules']} modules, {params:,} parameters, {grads:,} gradients"
+            + (f", {gflops:.2f} GFLOPs at {h}x{w}" if gflops is not None else "")
+        )
+        (LOGGER.info if verbose else LOGGER.debug)(msg)
+        return out
+
+
+def build_model(
+    cfg: str | Path | Mapping[str, Any],
+    nc: int | None = None,
+    attention: Any = None,
+    ch: int = 3,
+    device: torch.device | str | None = None,
+) -> Model:
+    """Build a detector.
+
+    Args:
+        cfg: a shipped name (``yolov5n/s/m/l/x``, ``yolov7-tiny``, ``yolov7``, ``yolov7x``), a
+            YAML path or a config dict.
+        nc: number of classes (overrides the config).
+        attention: an attention placement spec, passed to
+            :func:`yoloattn.models.placement.place_attention`; the model's ``index_map``
+            then maps original row indices to new ones.
+        ch: input channels.
+        device: where to build; ``"meta"`` builds a parameter-shape-only model quickly.
+    """
+    name = config_name(cfg)
+    cfg_dict = load_config(cfg)
+    index_map = None
+    if attention is not None:
+        from yoloattn.models.placement import place_attention
+
+        cfg_dict, index_map = place_attention(cfg_dict, attention)
+    model = Model(cfg_dict, ch=ch, nc=nc, device=device)
+    model.yaml_file = name
+    model.index_map = index_map
+    return model

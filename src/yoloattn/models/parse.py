@@ -1,0 +1,711 @@
+"""Official-format model YAML -> resolved rows -> layers.
+
+Implements the row rules of ``shared/spec/yolo-architectures.md`` section 2 (the YOLOv5 /
+YOLOv7 model-YAML format) without ``eval``: module names resolve through the explicit
+:data:`BLOCKS` table and the attention registry, and the few symbolic argument forms of the
+official files (``nc``, ``anchors``, ``None``, ``nn.LeakyReLU(0.1)``, ...) through small parsers.
+
+Parsing happens in two steps:
+
+1. :func:`resolve_rows` checks every row and computes its constructor arguments, channels
+   and output stride without building anything (cheap; usable by other tools).
+2. :func:`parse_model` builds the layers in row order (the order fixes the RNG consumption,
+   so a seeded build gives the same weights as the official code).
+
+A bad row raises :class:`ConfigError` naming the row and the reason.
+
+Attention rows (extension of the official format): ``[from, n, CBAM, []]`` or
+``[from, n, cbam, {reduction: 8}]``. The name is looked up case-insensitively in the attention
+registry, the args are an empty list or a dict of hyperparameters, and the channels are the
+input's (``c2 = c1``).
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import importlib.resources
+import inspect
+import math
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from torch import nn
+
+from yoloattn.nn import (
+    SP,
+    SPP,
+    SPPCSPC,
+    SPPF,
+    C3,
+    MP,
+    Bottleneck,
+    Concat,
+    Conv,
+    Detect,
+    DWConv,
+    Focus,
+    IDetect,
+    RepConv,
+)
+
+__all__ = [
+    "SHIPPED",
+    "BLOCKS",
+    "ACTIVATIONS",
+    "ConfigError",
+    "ActSpec",
+    "BlockEntry",
+    "Row",
+    "load_config",
+    "parse_activation",
+    "resolve_rows",
+    "parse_model",
+    "make_divisible",
+    "backbone_length",
+    "detect_index",
+    "config_name",
+]
+
+SHIPPED = (
+    "yolov5n",
+    "yolov5s",
+    "yolov5m",
+    "yolov5l",
+    "yolov5x",
+    "yolov7-tiny",
+    "yolov7",
+    "yolov7x",
+)
+
+
+class ConfigError(ValueError):
+    """A model config is invalid. ``row`` is the 0-based row index (None for top-level keys)."""
+
+    def __init__(self, reason: str, row: int | None = None, where: str = "") -> None:
+        self.row = row
+        self.reason = reason
+        prefix = "config" if row is None else f"row {row}" + (f" ({where})" if where else "")
+        super().__init__(f"{prefix}: {reason}")
+
+
+# --------------------------------------------------------------------------- activations
+
+#: Activations that may appear in args or in the top-level ``activation:`` key (parameter-free).
+ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "SiLU": nn.SiLU,
+    "ReLU": nn.ReLU,
+    "ReLU6": nn.ReLU6,
+    "LeakyReLU": nn.LeakyReLU,
+    "Hardswish": nn.Hardswish,
+    "Hardsigmoid": nn.Hardsigmoid,
+    "Mish": nn.Mish,
+    "GELU": nn.GELU,
+    "ELU": nn.ELU,
+    "Sigmoid": nn.Sigmoid,
+    "Tanh": nn.Tanh,
+    "Identity": nn.Identity,
+}
+
+_ACT_RE = re.compile(r"^\s*(?:torch\.)?nn\.([A-Za-z_][A-Za-z0-9_]*)\s*\((.*)\)\s*$")
+_KW_RE = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.+)$")
+_LITERALS: dict[str, Any] = {"True": True, "False": False, "None": None}
+
+
+def _literal(text: str) -> Any:
+    """A number or True/False/None (the only literals allowed inside ``nn.X(...)``)."""
+    t = text.strip()
+    if t in _LITERALS:
+        return _LITERALS[t]
+    try:
+        return int(t)
+    except ValueError:
+        pass
+    try:
+        return float(t)
+    except ValueError:
+        raise ValueError(f"argument {t!r} is not a number, True, False or None") from None
+
+
+@dataclass(frozen=True)
+class ActSpec:
+    """A parsed activation such as ``nn.LeakyReLU(0.1)``; :meth:`build` makes a fresh module."""
+
+    name: str
+    args: tuple[Any, ...] = ()
+    kwargs: tuple[tuple[str, Any], ...] = ()
+
+    def build(self) -> nn.Module:
+        return ACTIVATIONS[self.name](*self.args, **dict(self.kwargs))
+
+    def __str__(self) -> str:
+        parts = [repr(a) for a in self.args] + [f"{k}={v!r}" for k, v in self.kwargs]
+        return f"nn.{self.name}({', '.join(parts)})"
+
+
+def parse_activation(text: str) -> ActSpec | None:
+    """Parse ``nn.Name(args)`` into an :class:`ActSpec`; None if ``text`` has another form.
+
+    Raises ValueError for an ``nn.X(...)`` whose name is not in :data:`ACTIVATIONS` or whose
+    arguments are not literals or do not fit the class.
+    """
+    m = _ACT_RE.match(text)
+    if m is None:
+        return None
+    name, inner = m.group(1), m.group(2).strip()
+    if name not in ACTIVATIONS:
+        close = difflib.get_close_matches(name, list(ACTIVATIONS), n=3)
+        hint = f" Did you mean: {', '.join('nn.' + c for c in close)}?" if close else ""
+        raise ValueError(
+            f"unsupported activation 'nn.{name}(...)'.{hint} "
+            f"Allowed: {', '.join('nn.' + k for k in ACTIVATIONS)}"
+        )
+    args: list[Any] = []
+    kwargs: list[tuple[str, Any]] = []
+    if inner:
+        for part in inner.split(","):
+            kw = _KW_RE.match(part.strip())
+            if kw:
+                kwargs.append((kw.group(1), _literal(kw.group(2))))
+            elif kwargs:
+                raise ValueError(f"positional argument after keyword in {text!r}")
+            else:
+                args.append(_literal(part))
+    spec = ActSpec(name, tuple(args), tuple(kwargs))
+    try:
+        inspect.signature(ACTIVATIONS[name]).bind(*spec.args, **dict(spec.kwargs))
+    except TypeError as e:
+        raise ValueError(f"bad arguments in {text!r}: {e}") from None
+    return spec
+
+
+# --------------------------------------------------------------------------- block table
+
+
+def _arg(i: int, default: Any) -> Callable[[list[Any]], Any]:
+    return lambda a: a[i] if len(a) > i and a[i] is not None else default
+
+
+def _first(v: Any) -> Any:
+    return v[0] if isinstance(v, (list, tuple)) else v
+
+
+def _stride_conv(a: list[Any]) -> float:
+    return float(_first(_arg(3, 1)(a)))
+
+
+def _stride_focus(a: list[Any]) -> float:
+    return 2.0 * float(_first(_arg(3, 1)(a)))
+
+
+def _stride_mp(a: list[Any]) -> float:
+    return float(_first(_arg(0, 2)(a)))
+
+
+def _stride_sp(a: list[Any]) -> float:
+    return float(_first(_arg(1, 1)(a)))
+
+
+def _stride_maxpool(a: list[Any]) -> float:
+    return float(_first(_arg(1, _arg(0, 1)(a))(a)))
+
+
+def _stride_upsample(a: list[Any]) -> float | None:
+    sf = _arg(1, None)(a)
+    if sf is None:
+        return None  # size-based upsampling: stride unknown until run
+    return 1.0 / float(_first(sf))
+
+
+def _stride_one(a: list[Any]) -> float:
+    return 1.0
+
+
+@dataclass(frozen=True)
+class BlockEntry:
+    """How the parser treats one module name.
+
+    kind: ``channel`` (``c1`` injected, ``c2 = args[0]`` width-scaled), ``csp`` (as channel and
+    the repeat count inserted as ``args[2]``), ``bn`` (``args = [c1]``), ``concat``, ``head``
+    (input channels appended) or ``passthrough`` (args unchanged, ``c2 = c1``).
+    stride: output stride factor from the resolved args (None when unknown).
+    """
+
+    cls: type[nn.Module]
+    kind: str
+    stride: Callable[[list[Any]], float | None] = _stride_one
+
+
+BLOCKS: dict[str, BlockEntry] = {
+    "Conv": BlockEntry(Conv, "channel", _stride_conv),
+    "DWConv": BlockEntry(DWConv, "channel", _stride_conv),
+    "RepConv": BlockEntry(RepConv, "channel", _stride_conv),
+    "Focus": BlockEntry(Focus, "channel", _stride_focus),
+    "Bottleneck": BlockEntry(Bottleneck, "channel"),
+    "SPP": BlockEntry(SPP, "channel"),
+    "SPPF": BlockEntry(SPPF, "channel"),
+    "C3": BlockEntry(C3, "csp"),
+    "SPPCSPC": BlockEntry(SPPCSPC, "csp"),
+    "nn.Conv2d": BlockEntry(nn.Conv2d, "channel", _stride_conv),
+    "nn.BatchNorm2d": BlockEntry(nn.BatchNorm2d, "bn"),
+    "Concat": BlockEntry(Concat, "concat"),
+    "Detect": BlockEntry(Detect, "head"),
+    "IDetect": BlockEntry(IDetect, "head"),
+    "MP": BlockEntry(MP, "passthrough", _stride_mp),
+    "SP": BlockEntry(SP, "passthrough", _stride_sp),
+    "nn.Upsample": BlockEntry(nn.Upsample, "passthrough", _stride_upsample),
+    "nn.MaxPool2d": BlockEntry(nn.MaxPool2d, "passthrough", _stride_maxpool),
+    "nn.Identity": BlockEntry(nn.Identity, "passthrough"),
+}
+
+
+def make_divisible(x: float, divisor: int) -> int:
+    """Smallest multiple of ``divisor`` that is >= ``x``."""
+    return int(math.ceil(x / divisor) * divisor)
+
+
+# --------------------------------------------------------------------------- config loading
+
+
+def _plain(obj: Any) -> Any:
+    """Deep copy with tuples turned into lists (so the config stays YAML-serialisable)."""
+    if isinstance(obj, Mapping):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    return copy.deepcopy(obj)
+
+
+def _shipped_text(name: str) -> str:
+    return (importlib.resources.files("yoloattn.models") / "configs" / f"{name}.yaml").read_text(
+        encoding="utf-8"
+    )
+
+
+def load_config(cfg: str | Path | Mapping[str, Any]) -> dict[str, Any]:
+    """Return a deep-copied config dict from a shipped name, a YAML path or a dict.
+
+    Shipped names: :data:`SHIPPED` (``"yolov5s"`` and ``"yolov5s.yaml"`` both work when no
+    such file exists in the working directory). YAML is read with ``yaml.safe_load``.
+    """
+    if isinstance(cfg, Mapping):
+        out = _plain(cfg)
+    elif isinstance(cfg, (str, Path)):
+        path = Path(cfg)
+        stem = path.name[:-5] if path.name.endswith(".yaml") else path.name
+        if path.is_file():
+            text = path.read_text(encoding="utf-8")
+        elif str(cfg) in SHIPPED or (str(cfg) == path.name and stem in SHIPPED):
+            text = _shipped_text(stem)
+        else:
+            close = difflib.get_close_matches(stem, SHIPPED, n=3, cutoff=0.6)
+            hint = f" Did you mean: {', '.join(close)}?" if close else ""
+            raise ConfigError(
+                f"{str(cfg)!r} is neither a YAML file nor a shipped model.{hint} "
+                f"Shipped: {', '.join(SHIPPED)}"
+            )
+        try:
+            out = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{cfg}: invalid YAML: {e}") from None
+        if not isinstance(out, dict):
+            raise ConfigError(f"{cfg}: expected a mapping at the top level, got {type(out).__name__}")
+    else:
+        raise TypeError(f"cfg must be a model name, a YAML path or a dict, got {type(cfg).__name__}")
+    return out
+
+
+def config_name(cfg: str | Path | Mapping[str, Any]) -> str:
+    """A short display name for a config argument (``yolov5s``, a file stem, or ``model``)."""
+    if isinstance(cfg, (str, Path)):
+        n = Path(cfg).name
+        return n[:-5] if n.endswith(".yaml") else n
+    return "model"
+
+
+def backbone_length(cfg: Mapping[str, Any]) -> int:
+    """Number of backbone rows (the head's first row index)."""
+    return len(cfg.get("backbone") or [])
+
+
+def detect_index(cfg: Mapping[str, Any]) -> int:
+    """Row index of the last ``Detect``/``IDetect`` row (raises ConfigError if none)."""
+    rows = list(cfg.get("backbone") or []) + list(cfg.get("head") or [])
+    for i in range(len(rows) - 1, -1, -1):
+        r = rows[i]
+        if isinstance(r, (list, tuple)) and len(r) == 4 and r[2] in ("Detect", "IDetect"):
+            return i
+    raise ConfigError("no Detect or IDetect row")
+
+
+# --------------------------------------------------------------------------- rows
+
+
+@dataclass
+class Row:
+    """One resolved row.
+
+    Attributes:
+        index: row index (0-based, backbone then head).
+        from_: the row's ``from`` as written.
+        number: repeat count after depth scaling (for CSP blocks the count moved into args
+            and the row itself is built once: ``repeats`` keeps it for display).
+        name: canonical module name (a :data:`BLOCKS` key or an attention registry key).
+        kind: BlockEntry kind, or ``attention``.
+        args: constructor positional args (activations as :class:`ActSpec`).
+        kwargs: constructor keyword args (attention hyperparameters).
+        c1: input channels (a list for multi-input rows).
+        c2: output channels.
+        stride: output stride w.r.t. the network input (None when unknown).
+        yaml_row: the row as written.
+        where: ``backbone[k]`` or ``head[k]``.
+        repeats: the depth-scaled repeat count (also for CSP blocks).
+        cls: the block class (None for attention rows).
+        head_strides: for a head row, the strides of its inputs.
+    """
+
+    index: int
+    from_: int | list[int]
+    number: int
+    name: str
+    kind: str
+    args: list[Any]
+    kwargs: dict[str, Any]
+    c1: int | list[int]
+    c2: int
+    stride: float | None
+    yaml_row: list[Any]
+    where: str
+    repeats: int = 1
+    cls: type[nn.Module] | None = field(default=None, repr=False)
+    head_strides: list[float | None] | None = None
+
+    def display_args(self) -> Any:
+        """Resolved args in a YAML/JSON-friendly form (for tables)."""
+
+        def conv(v: Any) -> Any:
+            if isinstance(v, ActSpec):
+                return str(v)
+            if isinstance(v, (list, tuple)):
+                return [conv(x) for x in v]
+            return v
+
+        if self.kind == "attention":
+            return dict(self.kwargs)
+        return conv(self.args)
+
+    def build(self, activation: ActSpec | None = None) -> nn.Module:
+        """Build the row's module (``number`` copies in a Sequential when > 1)."""
+        try:
+            mods = [self._build_one(activation) for _ in range(self.number)]
+        except ConfigError:
+            raise
+        except (ValueError, TypeError, RuntimeError, KeyError) as e:
+            msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+            raise ConfigError(f"{self.name}: {msg}", self.index, self.where) from e
+        m = mods[0] if self.number == 1 else nn.Sequential(*mods)
+        m.i, m.f, m.type = self.index, self.from_, self.name
+        m.np = sum(p.numel() for p in m.parameters())
+        m.args = self.display_args()
+        return m
+
+    def _build_one(self, activation: ActSpec | None) -> nn.Module:
+        if self.kind == "attention":
+            from yoloattn.attention import create_attention
+
+            assert isinstance(self.c1, int)
+            return create_attention(self.name, self.c1, **self.kwargs)
+        assert self.cls is not None
+        args = [a.build() if isinstance(a, ActSpec) else a for a in self.args]
+        m = self.cls(*args, **self.kwargs)
+        if activation is not None:
+            for sub in m.modules():
+                if isinstance(sub, Conv) and sub.uses_default_act:
+                    sub.act = activation.build()
+        return m
+
+
+def _attention_api() -> tuple[Callable[[str], str | None], Callable[[str], Any], list[str]]:
+    from yoloattn.attention import get_attention_info, list_attention, resolve_attention_key
+
+    return resolve_attention_key, get_attention_info, [i.key for i in list_attention()]
+
+
+def _close_names(name: str, attention_keys: list[str]) -> list[str]:
+    candidates = list(BLOCKS) + attention_keys
+    lower = {c.lower(): c for c in candidates}
+    hits = difflib.get_close_matches(name.lower(), list(lower), n=5, cutoff=0.6)
+    return [lower[h] for h in hits]
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _check_top(cfg: Mapping[str, Any]) -> None:
+    if not isinstance(cfg, Mapping):
+        raise ConfigError(f"expected a dict, got {type(cfg).__name__}")
+    for key in ("backbone", "head"):
+        if not isinstance(cfg.get(key), list):
+            raise ConfigError(f"'{key}' must be a list of [from, number, module, args] rows")
+    if not cfg["backbone"] and not cfg["head"]:
+        raise ConfigError("the config has no rows")
+    nc = cfg.get("nc")
+    if not _is_int(nc) or nc < 1:
+        raise ConfigError(f"'nc' must be a positive int, got {nc!r}")
+    for key in ("depth_multiple", "width_multiple"):
+        v = cfg.get(key, 1.0)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0:
+            raise ConfigError(f"'{key}' must be a positive number, got {v!r}")
+    anchors = cfg.get("anchors")
+    if anchors is not None and not _is_int(anchors):
+        ok = isinstance(anchors, list) and anchors and all(
+            isinstance(a, list) and a and len(a) % 2 == 0 and len(a) == len(anchors[0])
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in a)
+            for a in anchors
+        )
+        if not ok:
+            raise ConfigError(
+                "'anchors' must be an int (anchors per level) or a list of levels, each a list "
+                "of w,h pixel pairs of the same length, e.g. [[10,13, 16,30, 33,23], ...]"
+            )
+    ch = cfg.get("ch", 3)
+    if not _is_int(ch) or ch < 1:
+        raise ConfigError(f"'ch' must be a positive int, got {ch!r}")
+
+
+def resolve_rows(cfg: Mapping[str, Any], ch: int = 3) -> list[Row]:
+    """Check every row of ``cfg`` and resolve its args, channels and stride (builds nothing).
+
+    ``cfg['ch']`` overrides ``ch`` when present. Raises :class:`ConfigError` on the first bad
+    row with its index and the reason.
+    """
+    _check_top(cfg)
+    resolve_key, get_info, att_keys = _attention_api()
+    nc = int(cfg["nc"])
+    gd = float(cfg.get("depth_multiple", 1.0))
+    gw = float(cfg.get("width_multiple", 1.0))
+    ch_mul = int(cfg.get("channel_multiple", 8))
+    anchors = cfg.get("anchors")
+    na = (anchors if _is_int(anchors) else len(anchors[0]) // 2) if anchors is not None else 3
+    no = na * (nc + 5)
+    ch_in = int(cfg.get("ch", ch))
+    nb = len(cfg["backbone"])
+    raw_rows = list(cfg["backbone"]) + list(cfg["head"])
+
+    chs: list[int] = []
+    strides: list[float | None] = []
+    rows: list[Row] = []
+    for i, row in enumerate(raw_rows):
+        where = f"backbone[{i}]" if i < nb else f"head[{i - nb}]"
+
+        def err(reason: str, i: int = i, where: str = where) -> ConfigError:
+            return ConfigError(reason, i, where)
+
+        if not isinstance(row, (list, tuple)) or len(row) != 4:
+            raise err(f"a row is [from, number, module, args], got {row!r}")
+        f, n, name, args = row
+
+        # ---- from
+        f_list = [f] if _is_int(f) else f
+        if not isinstance(f_list, list) or not f_list or not all(_is_int(j) for j in f_list):
+            raise err(f"'from' must be an int or a non-empty list of ints, got {f!r}")
+        abs_from: list[int] = []
+        for j in f_list:
+            a = i - 1 if j == -1 else (i + j if j < 0 else j)
+            if i == 0 and j != -1:
+                raise err(f"row 0 can only take the input image (from -1), got from {f!r}")
+            if a >= i or (i > 0 and a < 0):
+                raise err(
+                    f"'from' index {j} refers to row {a}, but only rows 0..{i - 1} come before "
+                    f"row {i} (use -1 for the previous row, -k for k rows back)"
+                )
+            abs_from.append(a)
+        c_ins = [ch_in if a < 0 else chs[a] for a in abs_from]
+        s_ins = [1.0 if a < 0 else strides[a] for a in abs_from]
+
+        # ---- number
+        if not _is_int(n) or n < 1:
+            raise err(f"'number' must be a positive int, got {n!r}")
+        n = max(round(n * gd), 1) if n > 1 else n
+
+        # ---- module name
+        if not isinstance(name, str) or not name.strip():
+            raise err(f"'module' must be a name string, got {name!r}")
+        canon = name.strip()
+        if canon.startswith("torch.nn."):
+            canon = canon[len("torch.") :]
+        entry = BLOCKS.get(canon)
+        att_key = None if entry is not None else resolve_key(canon)
+        if entry is None and att_key is None:
+            close = _close_names(canon, att_keys)
+            hint = f" Did you mean: {', '.join(close)}?" if close else ""
+            raise err(
+                f"unknown module {name!r}.{hint} Known blocks: {', '.join(BLOCKS)}; attention "
+                f"modules: `yoloattn modules` ({len(att_keys)} registered)"
+            )
+
+        multi = isinstance(f, list)
+        if att_key is not None:
+            # ---- attention row
+            info = get_info(att_key)
+            if multi and len(f_list) != 1:
+                raise err(f"attention module {name!r} takes one input, got from {f!r}")
+            if isinstance(args, list) and args:
+                raise err(
+                    f"attention rows take no channel count: the channels are the input's "
+                    f"({c_ins[0]}). Write [{f}, {row[1]}, {name}, []] or give hyperparameters as a "
+                    f"dict, e.g. [{f}, {row[1]}, {name}, {{reduction: 8}}]; got args {args!r}"
+                )
+            if args is None or args == []:
+                hyper: dict[str, Any] = {}
+            elif isinstance(args, Mapping):
+                hyper = dict(args)
+            else:
+                raise err(f"attention args must be [] or a dict of hyperparameters, got {args!r}")
+            bad = sorted(k for k in hyper if not isinstance(k, str) or k not in info.defaults)
+            if bad:
+                raise err(
+                    f"{att_key}: unknown hyperparameter(s) {bad}; accepted: "
+                    f"{sorted(info.defaults) or 'none'}"
+                )
+            c1 = c2 = c_ins[0]
+            rows.append(
+                Row(i, f, n, att_key, "attention", [], hyper, c1, c2, s_ins[0], list(row), where)
+            )
+            chs.append(c2)
+            strides.append(s_ins[0])
+            continue
+
+        # ---- block row
+        assert entry is not None
+        if not isinstance(args, list):
+            raise err(f"args of {canon} must be a list, got {args!r}")
+        resolved: list[Any] = []
+        for a in args:
+            if isinstance(a, str):
+                if a == "nc":
+                    a = nc
+                elif a == "anchors":
+                    if anchors is None:
+                        raise err("args use 'anchors' but the config has no 'anchors' key")
+                    a = copy.deepcopy(anchors)
+                elif a in _LITERALS:
+                    a = _LITERALS[a]
+                else:
+                    try:
+                        act = parse_activation(a)
+                    except ValueError as e:
+                        raise err(str(e)) from None
+                    a = act if act is not None else a
+            elif isinstance(a, Mapping):
+                raise err(f"{canon} takes positional args; a dict ({a!r}) is only for attention rows")
+            resolved.append(a)
+
+        kind = entry.kind
+        if kind in ("concat", "head"):
+            if not multi:
+                raise err(f"{canon} takes a list of inputs in 'from', got {f!r}")
+        elif multi and len(f_list) != 1:
+            raise err(f"{canon} takes one input, got from {f!r}")
+        c1: int | list[int] = c_ins[0]
+        repeats = n
+        if kind in ("channel", "csp"):
+            if not resolved or not _is_int(resolved[0]) or resolved[0] < 1:
+                raise err(f"{canon} needs the output channel count as first arg, got {args!r}")
+            c2 = resolved[0]
+            if c2 != no:
+                c2 = make_divisible(c2 * gw, ch_mul)
+            resolved = [c1, c2, *resolved[1:]]
+            if kind == "csp":
+                resolved.insert(2, n)
+                n = 1
+        elif kind == "bn":
+            resolved = [c1]
+            c2 = c1
+        elif kind == "concat":
+            c1 = list(c_ins)
+            c2 = sum(c_ins)
+            known = [s for s in s_ins if s is not None]
+            if known and any(abs(s - known[0]) > 1e-9 for s in known):
+                raise err(
+                    f"Concat inputs {f!r} have different strides {[s for s in s_ins]}; "
+                    f"their feature maps cannot be concatenated"
+                )
+        elif kind == "head":
+            if n != 1:
+                raise err(f"{canon} cannot be repeated (number {row[1]})")
+            if len(resolved) < 2:
+                raise err(f"{canon} args are [nc, anchors], got {args!r}")
+            if _is_int(resolved[1]):
+                resolved[1] = [list(range(resolved[1] * 2))] * len(f_list)
+            anc = resolved[1]
+            if not isinstance(anc, list) or len(anc) != len(f_list):
+                raise err(
+                    f"{canon} has {len(f_list)} inputs but "
+                    f"{len(anc) if isinstance(anc, list) else anc!r} anchor levels"
+                )
+            if not _is_int(resolved[0]) or resolved[0] < 1:
+                raise err(f"{canon}: nc must be a positive int, got {resolved[0]!r}")
+            resolved.append(list(c_ins))
+            c1 = list(c_ins)
+            c2 = (len(anc[0]) // 2) * (resolved[0] + 5)
+        else:  # passthrough
+            c2 = c_ins[0]
+
+        try:
+            inspect.signature(entry.cls).bind(*resolved)
+        except TypeError as e:
+            raise err(
+                f"{canon} does not take these arguments (resolved: {resolved!r}): {e}"
+            ) from None
+
+        if kind == "concat":
+            s_out = next((s for s in s_ins if s is not None), None)
+        elif kind == "head":
+            s_out = None
+        else:
+            factor = entry.stride(resolved) if s_ins[0] is not None else None
+            s_out = None if factor is None or s_ins[0] is None else s_ins[0] * factor
+        r = Row(i, f, n, canon, kind, resolved, {}, c1, c2, s_out, list(row), where, repeats)
+        r.cls = entry.cls
+        if kind == "head":
+            r.head_strides = [strides[a] for a in abs_from]
+        rows.append(r)
+        chs.append(c2)
+        strides.append(s_out)
+    return rows
+
+
+def parse_model(
+    cfg: Mapping[str, Any], ch: int = 3
+) -> tuple[nn.Sequential, list[int], list[Row]]:
+    """Build the layers of ``cfg``: ``(nn.Sequential of rows, save list, resolved rows)``.
+
+    Each layer carries ``i`` (row index), ``f`` (from), ``type`` (module name), ``np``
+    (parameter count) and ``args`` (resolved args for display). The save list holds every row
+    whose output a later row reads through a ``from`` other than -1.
+    """
+    rows = resolve_rows(cfg, ch)
+    act_text = cfg.get("activation")
+    activation = None
+    if act_text is not None:
+        try:
+            activation = parse_activation(act_text) if isinstance(act_text, str) else None
+        except ValueError as e:
+            raise ConfigError(f"'activation': {e}") from None
+        if activation is None:
+            raise ConfigError(
+                f"'activation' must look like 'nn.LeakyReLU(0.1)' or 'nn.SiLU()', got {act_text!r}"
+            )
+    layers = [r.build(activation) for r in rows]
+    save: set[int] = set()
+    for r in rows:
+        for j in [r.from_] if isinstance(r.from_, int) else r.from_:
+            if j != -1:
+                save.add(j % r.index)
+    return nn.Sequential(*layers), sorted(save), rows

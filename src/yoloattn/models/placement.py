@@ -1,0 +1,463 @@
+"""Insert attention rows into a YOLOv5/YOLOv7 model config and renumber every reference.
+
+A model config is the official YAML format (``nc``, ``depth_multiple``, ``width_multiple``,
+``anchors``, ``backbone``, ``head``; rows ``[from, number, module, args]``, numbered over
+``backbone + head``). :func:`place_attention` returns a new plain config (dump it with
+``yaml.safe_dump`` and reload it to get the same network) plus the map from every old row index
+to its new index, which :mod:`yoloattn.models.weights` uses to move pretrained weights.
+
+Spec grammar (one string; whitespace is ignored)::
+
+    spec   := item ("," item)*
+    item   := key ["(" kwargs ")"] ["@" where]
+    where  := "backbone" | "neck" | "all" | index ("+" index)*
+    kwargs := name "=" value ("," name "=" value)*      values are YAML scalars: 8, 0.5, true, foo
+
+* ``key`` is an attention registry key, case-insensitive (``yoloattn modules`` lists them).
+* No ``@`` means ``@neck``. ``head`` is accepted as an alias of ``neck``.
+* Indices are ORIGINAL row indices (as in the unmodified config); the attention row goes right
+  after each of them. Because ``,`` also separates items, an item that is a bare integer
+  continues the index list of the item before it: ``cbam@6,8`` is ``cbam@6+8``, and
+  ``cbam@6,8,se@neck`` is ``cbam@6+8`` followed by ``se@neck``. A bare integer after a
+  non-index item is an error.
+* Examples: ``cbam``, ``cbam@backbone``, ``se@backbone,cbam@neck``, ``cbam(reduction=8)@all``,
+  ``eca@4+6,gc@neck``.
+
+Placement presets:
+
+* ``backbone``: the end of the backbone, just before the spatial pyramid pooling block: the
+  attention row goes after the row that feeds the first SPP-family row (``SPPF`` in YOLOv5,
+  ``SPPCSPC`` in yolov7/yolov7x), i.e. after row 8 of YOLOv5, 50 of yolov7, 58 of yolov7x. A
+  config without an SPP-family row gets it after the last ``backbone`` row: for yolov7-tiny,
+  whose SPP is spelled out as rows 29-37, that is row 28, the row both SPP branches read.
+* ``neck``: after every row the detection head reads (the Detect/IDetect ``from`` list: rows
+  17, 20, 23 of YOLOv5; 74, 75, 76 of yolov7-tiny), so each level is refined just before the head.
+* ``all``: both.
+
+Rewiring rule: inserting an attention row after row ``r`` makes the attention output take the
+place of ``r``'s output for EVERY row that read ``r`` (the next row's ``-1``, relative indices
+such as ELAN's ``-2``, absolute indices in Concat rows, and the Detect inputs). Several
+attention rows after the same row form a chain in spec order and the consumers read the last
+one. Relative ``from`` values stay relative (with the new offset), absolute values stay absolute.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+__all__ = [
+    "Placement",
+    "parse_attention_spec",
+    "place_attention",
+    "insertion_points",
+    "describe",
+    "row_map",
+    "DETECT_MODULES",
+    "SPP_MODULES",
+]
+
+LOGGER = logging.getLogger(__name__)
+
+#: head modules (lowercase, without an ``nn.`` prefix) whose ``from`` list defines the neck outputs.
+DETECT_MODULES = frozenset({"detect", "idetect", "iauxdetect", "ibin", "segment"})
+#: spatial-pyramid-pooling blocks that mark the end of the backbone.
+SPP_MODULES = frozenset({"spp", "sppf", "sppcspc", "sppfcspc", "sppcspc_group", "simsppf", "sppelan"})
+PRESETS = ("backbone", "neck", "all")
+_ALIASES = {"head": "neck"}
+_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_INT_RE = re.compile(r"^\d+$")
+
+
+@dataclass(frozen=True)
+class Placement:
+    """One attention module and where to put it.
+
+    Attributes:
+        key: attention registry key (lowercase after validation).
+        where: ``"backbone"``, ``"neck"``, ``"all"`` or ``"index"``.
+        indices: original row indices (only for ``where == "index"``).
+        hyper: constructor hyperparameters written into the row's args.
+    """
+
+    key: str
+    where: str = "neck"
+    indices: tuple[int, ...] = ()
+    hyper: dict[str, Any] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        kw = ""
+        if self.hyper:
+            kw = "(" + ",".join(f"{k}={_scalar_text(v)}" for k, v in self.hyper.items()) + ")"
+        where = "+".join(str(i) for i in self.indices) if self.where == "index" else self.where
+        return f"{self.key}{kw}@{where}"
+
+
+def _scalar_text(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    return str(v)
+
+
+def _split_top(text: str, sep: str = ",") -> list[str]:
+    """Split on ``sep`` outside (), [] and {}."""
+    parts, depth, cur = [], 0, []
+    for ch in text:
+        if ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+            if depth < 0:
+                raise ValueError(f"attention spec {text!r}: unbalanced {ch!r}")
+        if ch == sep and depth == 0:
+            parts.append("".join(cur))
+            cur = []
+        else:
+            cur.append(ch)
+    if depth != 0:
+        raise ValueError(f"attention spec {text!r}: unbalanced brackets")
+    parts.append("".join(cur))
+    return parts
+
+
+def _parse_kwargs(text: str, item: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if not text.strip():
+        return out
+    for part in _split_top(text):
+        if "=" not in part:
+            raise ValueError(
+                f"attention spec item {item!r}: hyperparameter {part!r} must be written name=value, "
+                "e.g. cbam(reduction=8)@neck"
+            )
+        name, value = (s.strip() for s in part.split("=", 1))
+        if not _KEY_RE.match(name):
+            raise ValueError(f"attention spec item {item!r}: bad hyperparameter name {name!r}")
+        if name in out:
+            raise ValueError(f"attention spec item {item!r}: hyperparameter {name!r} given twice")
+        try:
+            out[name] = yaml.safe_load(value) if value else None
+        except yaml.YAMLError as e:
+            raise ValueError(f"attention spec item {item!r}: cannot read value {value!r} of {name!r}") from e
+    return out
+
+
+def _parse_item(item: str) -> Placement:
+    raw = item
+    where = "neck"
+    if "@" in item:
+        item, where = item.rsplit("@", 1)
+        where = where.lower()
+        if not where:
+            raise ValueError(f"attention spec item {raw!r}: nothing after '@' (use backbone, neck, all or indices)")
+    hyper: dict[str, Any] = {}
+    if "(" in item:
+        if not item.endswith(")"):
+            raise ValueError(f"attention spec item {raw!r}: hyperparameters must be key(name=value,...)")
+        item, kw = item.split("(", 1)
+        hyper = _parse_kwargs(kw[:-1], raw)
+    key = item
+    if not _KEY_RE.match(key):
+        raise ValueError(
+            f"attention spec item {raw!r}: {key!r} is not a module key "
+            "(expected e.g. cbam, se@backbone, cbam(reduction=8)@neck, cbam@6+8)"
+        )
+    where = _ALIASES.get(where, where)
+    if where in PRESETS:
+        return Placement(key, where, (), hyper)
+    idx = where.split("+")
+    if not all(_INT_RE.match(s) for s in idx):
+        raise ValueError(
+            f"attention spec item {raw!r}: location {where!r} is not backbone, neck, all "
+            "or non-negative row indices joined by '+' (e.g. cbam@6+8)"
+        )
+    return Placement(key, "index", tuple(int(s) for s in idx), hyper)
+
+
+def _validate(p: Placement) -> Placement:
+    from yoloattn.attention import get_attention_info
+
+    info = get_attention_info(p.key)  # KeyError with close matches when unknown
+    unknown = sorted(set(p.hyper) - set(info.defaults))
+    if unknown:
+        raise ValueError(
+            f"attention {info.key!r}: unknown hyperparameter(s) {unknown}; "
+            f"accepted: {sorted(info.defaults) or 'none'}"
+        )
+    return Placement(info.key, p.where, p.indices, dict(p.hyper))
+
+
+def parse_attention_spec(
+    spec: str | Placement | Iterable[str | Placement], *, validate: bool = True
+) -> list[Placement]:
+    """Parse a placement spec (see the module docstring) into :class:`Placement` objects.
+
+    ``spec`` may also be a Placement or a list of strings/Placements. With ``validate`` the
+    keys are checked against the attention registry (``KeyError`` naming close matches) and the
+    hyperparameter names against the module's constructor.
+    """
+    if isinstance(spec, Placement):
+        items: list[Placement] = [spec]
+    elif isinstance(spec, str):
+        text = "".join(spec.split())
+        if not text:
+            raise ValueError("empty attention spec; expected e.g. cbam@neck or se@backbone,cbam@neck")
+        items = []
+        for part in _split_top(text):
+            if not part:
+                raise ValueError(f"attention spec {spec!r}: empty item (two commas in a row?)")
+            if _INT_RE.match(part):
+                if not items or items[-1].where != "index":
+                    raise ValueError(
+                        f"attention spec {spec!r}: bare index {part!r} must follow an index item "
+                        "such as cbam@6 (write cbam@6,8 or cbam@6+8)"
+                    )
+                last = items[-1]
+                items[-1] = Placement(last.key, "index", (*last.indices, int(part)), last.hyper)
+                continue
+            items.append(_parse_item(part))
+    else:
+        items = []
+        for s in spec:
+            items.extend(parse_attention_spec(s, validate=False))
+        if not items:
+            raise ValueError("empty attention spec list")
+    return [_validate(p) for p in items] if validate else items
+
+
+# ----------------------------------------------------------------------------- config helpers
+
+
+def _module_name(row: Sequence[Any]) -> str:
+    m = str(row[2])
+    for prefix in ("nn.", "torch.nn."):
+        if m.startswith(prefix):
+            m = m[len(prefix) :]
+    return m.lower()
+
+
+def _rows(cfg: dict[str, Any]) -> tuple[list[list[Any]], int]:
+    for k in ("backbone", "head"):
+        if not isinstance(cfg.get(k), list):
+            raise ValueError(f"model config has no {k!r} list of rows (keys: {sorted(cfg)})")
+    rows = list(cfg["backbone"]) + list(cfg["head"])
+    for i, r in enumerate(rows):
+        if not isinstance(r, (list, tuple)) or len(r) != 4:
+            raise ValueError(f"model config row {i}: expected [from, number, module, args], got {r!r}")
+    return [list(r) for r in rows], len(cfg["backbone"])
+
+
+def _sources(row: Sequence[Any], i: int) -> list[tuple[int, int]]:
+    """``(written, absolute)`` for each entry of the row's ``from``; -1 of row 0 is the input."""
+    f = row[0]
+    fs = f if isinstance(f, list) else [f]
+    out = []
+    for v in fs:
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise ValueError(f"model config row {i}: 'from' entries must be ints, got {f!r}")
+        a = i + v if v < 0 else v
+        if i == 0 and v == -1:
+            a = -1
+        elif not 0 <= a < i:
+            raise ValueError(
+                f"model config row {i}: 'from' {v} points to row {a}, outside rows 0..{i - 1}"
+            )
+        out.append((v, a))
+    return out
+
+
+def _detect_row(rows: list[list[Any]]) -> int | None:
+    for i in range(len(rows) - 1, -1, -1):
+        if _module_name(rows[i]) in DETECT_MODULES:
+            return i
+    return None
+
+
+def _load(cfg: str | dict[str, Any]) -> dict[str, Any]:
+    if isinstance(cfg, dict):
+        return copy.deepcopy(cfg)
+    from yoloattn.models.parse import load_config
+
+    return load_config(cfg)
+
+
+def _preset_points(rows: list[list[Any]], n_backbone: int, where: str) -> list[int]:
+    out: list[int] = []
+    if where in ("backbone", "all"):
+        spp = next((i for i, r in enumerate(rows) if _module_name(r) in SPP_MODULES), None)
+        if spp is not None:
+            srcs = _sources(rows[spp], spp)
+            if len(srcs) != 1 or srcs[0][1] < 0:
+                raise ValueError(f"row {spp} ({rows[spp][2]}) has {rows[spp][0]!r} as input; "
+                                 "cannot find the end of the backbone, give indices instead")
+            out.append(srcs[0][1])
+        elif n_backbone > 0:
+            out.append(n_backbone - 1)
+        else:
+            raise ValueError("model config has an empty backbone; give row indices instead")
+    if where in ("neck", "all"):
+        det = _detect_row(rows)
+        if det is None:
+            raise ValueError(
+                f"model config has no detection head row ({', '.join(sorted(DETECT_MODULES))}); "
+                "@neck needs one, give row indices instead"
+            )
+        for _, a in _sources(rows[det], det):
+            if a not in out:
+                out.append(a)
+    return out
+
+
+def insertion_points(cfg: str | dict[str, Any], placement: Placement) -> list[int]:
+    """Original row indices after which ``placement`` inserts a row (validated)."""
+    rows, nb = _rows(_load(cfg))
+    if placement.where != "index":
+        if placement.where not in PRESETS:
+            raise ValueError(f"unknown placement {placement.where!r}; use backbone, neck, all or indices")
+        return _preset_points(rows, nb, placement.where)
+    det = _detect_row(rows)
+    out: list[int] = []
+    for i in placement.indices:
+        if not 0 <= i < len(rows):
+            raise ValueError(
+                f"{placement}: row {i} is out of range; the config has rows 0..{len(rows) - 1}"
+            )
+        if i == det:
+            raise ValueError(
+                f"{placement}: row {i} is the {rows[i][2]} head; attention cannot go after it "
+                f"(use @neck to refine its inputs {rows[i][0]})"
+            )
+        if i not in out:
+            out.append(i)
+    return out
+
+
+def place_attention(
+    cfg: str | dict[str, Any], spec: str | Placement | Iterable[str | Placement]
+) -> tuple[dict[str, Any], dict[int, int]]:
+    """Insert attention rows into ``cfg`` as described by ``spec``.
+
+    Args:
+        cfg: a config dict (not modified), a shipped name or a YAML path.
+        spec: placement spec string (module docstring), Placement, or a list of them.
+
+    Returns:
+        ``(new_cfg, index_map)``: a deep-copied plain config with the attention rows
+        ``[-1, 1, key, {hyper}]`` inserted and every ``from`` renumbered, and the map from each
+        original row index to its new index.
+    """
+    cfg = _load(cfg)
+    rows, nb = _rows(cfg)
+    placements = parse_attention_spec(spec)
+    after: dict[int, list[Placement]] = {}
+    for p in placements:
+        for i in insertion_points(cfg, p):
+            after.setdefault(i, []).append(p)
+
+    # check the whole config's references before renumbering
+    all_sources = [_sources(r, i) for i, r in enumerate(rows)]
+
+    index_map: dict[int, int] = {}
+    redirect: dict[int, int] = {}
+    new_backbone: list[list[Any]] = []
+    new_head: list[list[Any]] = []
+    n = 0
+    for i, row in enumerate(rows):
+        target = new_backbone if i < nb else new_head
+        index_map[i] = n
+        target.append(row)
+        n += 1
+        for p in after.get(i, []):
+            target.append([-1, 1, p.key, copy.deepcopy(p.hyper)])
+            redirect[i] = n
+            n += 1
+
+    for i, row in enumerate(rows):
+        ni = index_map[i]
+        new_from = []
+        for written, a in all_sources[i]:
+            if a < 0:  # the network input
+                new_from.append(written)
+                continue
+            na = redirect.get(a, index_map[a])
+            if written == -1 and na == ni - 1:
+                new_from.append(-1)
+            elif written < 0:
+                new_from.append(na - ni)
+            else:
+                new_from.append(na)
+        row[0] = new_from if isinstance(row[0], list) else new_from[0]
+
+    cfg["backbone"] = new_backbone
+    cfg["head"] = new_head
+    for i, ps in sorted(after.items()):
+        LOGGER.debug("attention after row %d (%s): %s", i, rows[i][2], ", ".join(p.key for p in ps))
+    return cfg, index_map
+
+
+def describe(cfg: str | dict[str, Any], spec: str | Placement | Iterable[str | Placement]) -> str:
+    """Human-readable summary of what :func:`place_attention` does with ``spec``."""
+    base = _load(cfg)
+    rows, _ = _rows(base)
+    new_cfg, index_map = place_attention(base, spec)
+    new_rows, _ = _rows(new_cfg)
+    inv = {v: k for k, v in index_map.items()}
+    lines = [f"{len(rows)} rows -> {len(new_rows)} rows"]
+    for j, row in enumerate(new_rows):
+        if j in inv:
+            continue
+        prev = j - 1
+        while prev not in inv:
+            prev -= 1
+        src = inv[prev]
+        hyper = f" {row[3]}" if row[3] else ""
+        lines.append(f"  row {j}: {row[2]}{hyper} after original row {src} ({rows[src][2]})")
+    return "\n".join(lines)
+
+
+def row_map(src_cfg: str | dict[str, Any], dst_cfg: str | dict[str, Any]) -> dict[int, int]:
+    """Map rows of ``src_cfg`` onto equivalent rows of ``dst_cfg`` (for moving weights).
+
+    Non-attention rows are paired in order (they must have the same module names, else
+    ``ValueError``); an attention row of ``src`` is paired with an attention row of ``dst`` with
+    the same key after the same base row. Unpaired attention rows are left out. Use this when the
+    source weights themselves come from a model with attention rows.
+    """
+    from yoloattn.attention import resolve_attention_key
+
+    def split(cfg: dict[str, Any]) -> list[tuple[int, str, list[tuple[int, str]]]]:
+        rows, _ = _rows(cfg)
+        out: list[tuple[int, str, list[tuple[int, str]]]] = []
+        for i, r in enumerate(rows):
+            key = resolve_attention_key(str(r[2])) if isinstance(r[2], str) else None
+            if key is not None and out:
+                out[-1][2].append((i, key))
+            elif key is not None:
+                raise ValueError(f"row {i}: an attention row cannot be the first row")
+            else:
+                out.append((i, _module_name(r), []))
+        return out
+
+    a, b = split(_load(src_cfg)), split(_load(dst_cfg))
+    if [m for _, m, _ in a] != [m for _, m, _ in b]:
+        raise ValueError(
+            f"the two configs have different base networks ({len(a)} vs {len(b)} non-attention rows); "
+            "weights cannot be mapped row by row"
+        )
+    out: dict[int, int] = {}
+    for (ia, _, atta), (ib, _, attb) in zip(a, b):
+        out[ia] = ib
+        used: set[int] = set()
+        for ja, ka in atta:
+            for n, (jb, kb) in enumerate(attb):
+                if kb == ka and n not in used:
+                    out[ja] = jb
+                    used.add(n)
+                    break
+    return out
