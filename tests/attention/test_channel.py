@@ -19,13 +19,17 @@ from yoloattn.attention import create_attention, get_attention_info
 from yoloattn.attention.channel import (
     NAM,
     _adaptive_avg_matrix,
+    _GuardedBatchNorm2d,
     _sqrtm_newton_schulz,
     eca_kernel_size,
     fca_dct_filters,
     nam_l1_penalty,
 )
 
-timm_layers = pytest.importorskip("timm.layers")
+
+def _timm():
+    """timm is a test-only dependency: only the parity tests skip without it."""
+    return pytest.importorskip("timm.layers")
 
 
 def _count(m: nn.Module) -> int:
@@ -94,7 +98,7 @@ def test_eca_equals_explicit_formula():
 @pytest.mark.parametrize("channels", [64, 256])
 def test_se_matches_timm(channels):
     # timm's default width is make_divisible(C/16, 8); rd_channels=C//16 gives the paper's C/r.
-    ref = timm_layers.SEModule(channels, rd_channels=channels // 16, bias=True).eval()
+    ref = _timm().SEModule(channels, rd_channels=channels // 16, bias=True).eval()
     ours = create_attention("se", channels).eval()
     _randomize(ref)
     ours.load_state_dict(ref.state_dict())
@@ -104,7 +108,7 @@ def test_se_matches_timm(channels):
 
 
 def test_ese_matches_timm():
-    ref = timm_layers.EffectiveSEModule(64).eval()
+    ref = _timm().EffectiveSEModule(64).eval()
     ours = create_attention("ese", 64).eval()
     _randomize(ref)
     ours.load_state_dict(ref.state_dict())
@@ -117,7 +121,7 @@ def test_ese_matches_timm():
 @pytest.mark.parametrize("channels", [64, 256, 2048])
 def test_eca_and_ceca_match_timm(key, timm_cls, channels):
     # timm derives k from C with the same rule (plus k >= 3, irrelevant for C >= 16).
-    ref = getattr(timm_layers, timm_cls)(channels).eval()
+    ref = getattr(_timm(), timm_cls)(channels).eval()
     ours = create_attention(key, channels).eval()
     assert ours.conv.weight.shape == ref.conv.weight.shape
     _randomize(ref)
@@ -132,7 +136,7 @@ def test_sk_matches_timm(train):
     # timm's default splits the input across paths; split_input=False, groups=32 and
     # rd_channels=d = max(C/16, 32) is the paper's SKConv (3x3 and dilated 3x3 paths).
     c = 64
-    ref = timm_layers.SelectiveKernel(c, groups=32, rd_channels=max(c // 16, 32), split_input=False)
+    ref = _timm().SelectiveKernel(c, groups=32, rd_channels=max(c // 16, 32), split_input=False)
     ours = create_attention("sk", c)
     assert _count(ours) == _count(ref)
     _randomize(ref)
@@ -148,9 +152,11 @@ def test_sk_matches_timm(train):
 def test_splat_matches_timm(radix, cardinality):
     c = 64
     inter = max(c * radix // 4, 32)
-    ref = timm_layers.SplitAttn(
-        c, radix=radix, groups=cardinality, rd_channels=inter // radix, norm_layer=nn.BatchNorm2d
-    ).eval()
+    ref = (
+        _timm()
+        .SplitAttn(c, radix=radix, groups=cardinality, rd_channels=inter // radix, norm_layer=nn.BatchNorm2d)
+        .eval()
+    )
     ours = create_attention("splat", c, radix=radix, cardinality=cardinality).eval()
     assert (
         _count(ours)
@@ -229,33 +235,35 @@ def test_srm_rejects_single_pixel_maps():
 # ------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("key", ["sk", "splat", "srm"])
-def test_pooled_bn_batch1_train_uses_running_stats(key):
+@pytest.mark.parametrize("key,bn_name", [("sk", "bn"), ("splat", "bn1"), ("srm", "bn")])
+def test_pooled_bn_batch1_train_uses_running_stats(key, bn_name):
     torch.manual_seed(0)
     m = create_attention(key, 64)
     _randomize(m)
-    before = {k: v.clone() for k, v in m.state_dict().items()}
+    bn = getattr(m, bn_name)
+    mean, var = bn.running_mean.clone(), bn.running_var.clone()
     x = torch.randn(1, 64, 6, 5)
     with torch.no_grad():
         y_eval = m.eval()(x)
-        y_train = m.train()(x)
-    # with batch 1 only the pooled BN falls back to running stats; map BNs still see H*W values
-    if key == "srm":
-        torch.testing.assert_close(y_train, y_eval)
-    for k, v in m.state_dict().items():
-        if "num_batches_tracked" in k or key != "srm":
-            continue
-        assert torch.equal(v, before[k]), f"{k} changed by a batch-1 forward"
+        y_train = m.train()(x)  # must not raise "Expected more than 1 value per channel"
     assert torch.isfinite(y_train).all()
+    assert torch.equal(bn.running_mean, mean) and torch.equal(bn.running_var, var)
+    if key == "srm":  # its only BN is the pooled one: batch-1 training equals eval
+        torch.testing.assert_close(y_train, y_eval)
+    # with batch 2 the pooled BN uses batch statistics and updates its running mean
+    m.train()(torch.randn(2, 64, 6, 5))
+    assert not torch.equal(bn.running_mean, mean)
 
 
-def test_pooled_bn_batch2_train_uses_batch_statistics():
-    m = create_attention("srm", 4).train()
-    x = torch.randn(2, 4, 3, 3)
-    m(x)
-    assert not torch.equal(m.bn.running_mean, torch.zeros(4)) or not torch.equal(
-        m.bn.running_var, torch.ones(4)
-    )
+def test_guarded_bn_equals_eval_bn_for_one_value_per_channel():
+    bn = _GuardedBatchNorm2d(5)
+    _randomize(bn)
+    z = torch.randn(1, 5, 1, 1)
+    want = bn.eval()(z)
+    got = bn.train()(z)
+    torch.testing.assert_close(got, want)
+    got.sum().backward()
+    assert bn.weight.grad is not None and bn.bias.grad is not None
 
 
 # ------------------------------------------------------------------------------------------
@@ -410,3 +418,36 @@ def test_parnet_block_formula():
         sse = y * torch.sigmoid(m.se(y.mean((2, 3), keepdim=True)))
         want = F.silu(m.bn3(m.conv3(x)) + m.bn1(m.conv1(x)) + sse)
         torch.testing.assert_close(m(x), want)
+
+
+@pytest.mark.parametrize(
+    "key,hyper", [("ceca", {"k_size": 5}), ("fca", {"dct_size": 14, "freq_sel": "top8"})]
+)
+def test_onnx_dynamic_hw_for_spec_flagged_exports(key, hyper):
+    """The spec found circular F.pad (ceca) and non-1 adaptive pooling (fca) broken in ONNX;
+    the torch.cat wrap and the explicit pooling matrix export with dynamic H/W."""
+    import io
+    import warnings
+
+    ort = pytest.importorskip("onnxruntime")
+    m = create_attention(key, 64, **hyper).eval()
+    f = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            m,
+            (torch.randn(1, 64, 14, 21),),
+            f,
+            dynamo=False,
+            opset_version=17,
+            input_names=["x"],
+            output_names=["y"],
+            dynamic_axes={"x": {0: "n", 2: "h", 3: "w"}, "y": {0: "n", 2: "h", 3: "w"}},
+        )
+    sess = ort.InferenceSession(f.getvalue(), providers=["CPUExecutionProvider"])
+    for h, w in [(5, 3), (33, 9)]:  # smaller and larger than the DCT grid, not the traced size
+        x = torch.randn(2, 64, h, w)
+        with torch.no_grad():
+            ref = m(x).numpy()
+        out = sess.run(None, {"x": x.numpy()})[0]
+        assert abs(out - ref).max() < 1e-5

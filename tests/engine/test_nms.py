@@ -49,7 +49,11 @@ def test_score_is_obj_times_cls_and_boxes_are_xyxy() -> None:
 
 def test_candidates_need_objectness_above_threshold() -> None:
     # obj 0.2 < conf_thres although obj*cls would also be low; obj 0.3 passes obj but 0.3*0.5 fails score
-    rows = [_row(50, 50, 10, 10, 0.2, [1.0]), _row(50, 50, 10, 10, 0.3, [0.5]), _row(10, 10, 4, 4, 0.9, [0.9])]
+    rows = [
+        _row(50, 50, 10, 10, 0.2, [1.0]),
+        _row(50, 50, 10, 10, 0.3, [0.5]),
+        _row(10, 10, 4, 4, 0.9, [0.9]),
+    ]
     out = non_max_suppression(_pred(rows), conf_thres=0.25)[0]
     assert out.shape[0] == 1 and out[0, 4].item() == pytest.approx(0.81)
 
@@ -80,7 +84,15 @@ def test_classes_filter_max_det_and_sorting() -> None:
     g = torch.Generator().manual_seed(0)
     n = 50
     xy = torch.rand(n, 2, generator=g) * 600
-    rows = torch.cat((xy, torch.full((n, 2), 8.0), torch.rand(n, 1, generator=g) * 0.5 + 0.5, torch.rand(n, 3, generator=g)), 1)
+    rows = torch.cat(
+        (
+            xy,
+            torch.full((n, 2), 8.0),
+            torch.rand(n, 1, generator=g) * 0.5 + 0.5,
+            torch.rand(n, 3, generator=g),
+        ),
+        1,
+    )
     out = non_max_suppression(rows[None], conf_thres=0.05, max_det=7)[0]
     assert out.shape[0] == 7
     assert torch.all(out[:-1, 4] >= out[1:, 4])
@@ -96,7 +108,9 @@ def test_matches_torchvision_batched_nms_reference(multi_label: bool) -> None:
     wh = torch.rand(n, 2, generator=g) * 60 + 5
     x = torch.cat((xy, wh, torch.rand(n, 1, generator=g), torch.rand(n, nc, generator=g)), 1)
     conf, iou = 0.3, 0.5
-    out = non_max_suppression(x[None], conf_thres=conf, iou_thres=iou, multi_label=multi_label, max_det=10**6)[0]
+    out = non_max_suppression(
+        x[None], conf_thres=conf, iou_thres=iou, multi_label=multi_label, max_det=10**6
+    )[0]
     # independent reference: explicit enumeration + torchvision.ops.batched_nms
     c = x[x[:, 4] > conf]
     s = c[:, 5:] * c[:, 4:5]

@@ -14,9 +14,7 @@ def require_divisible(module: str, channels: int, divisor: int, what: str, hint:
     Example message: ``sa: channels=48 must be divisible by 2*groups=64; pass groups=8``.
     """
     if divisor < 1 or channels % divisor != 0:
-        raise ValueError(
-            f"{module}: channels={channels} must be divisible by {what}={divisor}; {hint}"
-        )
+        raise ValueError(f"{module}: channels={channels} must be divisible by {what}={divisor}; {hint}")
 
 
 def require_at_least(module: str, name: str, value: int, minimum: int, hint: str) -> None:

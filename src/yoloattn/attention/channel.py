@@ -115,6 +115,7 @@ def eca_kernel_size(channels: int, gamma: int = 2, b: int = 1) -> int:
     year=2018,
     category="channel",
     reference="hujie-frank/SENet models/SE-ResNet-50.prototxt",
+    formula="2C^2/r + C/r + C (bias=False: 2C^2/r)",
     params=lambda c, reduction, bias, **_: 2 * c * (c // reduction) + ((c // reduction) + c if bias else 0),
     summary="Re-weights channels by a sigmoid gate computed from globally average-pooled "
     "features through a C -> C/r -> C bottleneck MLP.",
@@ -157,6 +158,7 @@ class SE(nn.Module):
     year=2020,
     category="channel",
     reference="youngwanLEE/CenterMask maskrcnn_benchmark/modeling/backbone/vovnet.py",
+    formula="C^2 + C",
     params=lambda c, **_: c * c + c,
     summary="SE without the bottleneck: one C -> C FC on the pooled descriptor and a "
     "hard-sigmoid channel gate.",
@@ -209,6 +211,7 @@ class _EcaBase(nn.Module):
     year=2020,
     category="channel",
     reference="BangguWu/ECANet models/eca_module.py",
+    formula="k = psi(C) (no bias)",
     params=_eca_params,
     summary="Re-weights channels by a sigmoid gate from a k-tap 1-D convolution across the "
     "pooled channel descriptor (local cross-channel interaction, no dimension reduction).",
@@ -252,6 +255,7 @@ class ECA(_EcaBase):
     year=2020,
     category="channel",
     reference="huggingface/pytorch-image-models timm/layers/eca.py",
+    formula="k = psi(C) (no bias)",
     params=_eca_params,
     summary="ECA whose 1-D channel convolution wraps around the channel axis (circular "
     "padding), so the first and last channels also interact.",
@@ -298,6 +302,7 @@ class CECA(_EcaBase):
     year=2020,
     category="channel",
     reference="z-x-yang/GCT PyTorch/GCT.py",
+    formula="3C",
     params=lambda c, **_: 3 * c,
     summary="Gates each channel by 1 + tanh of its l2 (or l1) embedding normalised against "
     "the other channels, with learnable embedding, gating and bias weights.",
@@ -354,6 +359,7 @@ class GCT(nn.Module):
     year=2019,
     category="channel",
     reference="hyunjaelee410/style-based-recalibration-module models/recalibration_modules.py",
+    formula="4C (C x 2 CFC + BN)",
     params=lambda c, **_: 4 * c,
     summary="Re-weights channels from their style statistics (mean and standard deviation "
     "over H, W) combined by a channel-wise 2-tap FC, BatchNorm and sigmoid.",
@@ -450,6 +456,7 @@ def _adaptive_avg_matrix(size: int, out: int, ref: Tensor) -> Tensor:
     year=2021,
     category="channel",
     reference="cfzd/FcaNet model/layer.py",
+    formula="2C^2/r (no bias; DCT filters are a fixed buffer)",
     params=lambda c, reduction, **_: 2 * c * (c // reduction),
     summary="SE whose squeeze uses several 2-D DCT frequencies (one per channel group) "
     "instead of only the DC component (= average pooling).",
@@ -527,6 +534,7 @@ class FCA(nn.Module):
     year=2021,
     category="channel",
     reference="Christian-lyc/NAM MODELS/attention.py",
+    formula="2C (BN affine)",
     params=lambda c, **_: 2 * c,
     summary="Uses the BatchNorm scale factors as channel importance: each normalised channel "
     "is weighted by |gamma_c| / sum|gamma| and passed through a sigmoid gate.",
@@ -598,6 +606,7 @@ def _sk_params(c: int, groups: int, reduction: int, min_dim: int, paths: int, **
     year=2019,
     category="channel",
     reference="implus/SKNet models/sknet50.prototxt",
+    formula="M(9C^2/G + 2C) + Cd + 2d + MdC, d = max(C/r, L) (defaults: 9C^2/16 + 4C + 3Cd + 2d)",
     params=_sk_params,
     summary="Convolves with several receptive fields (3x3 and dilated 3x3) and selects among "
     "them per channel with a softmax attention computed from the fused global descriptor.",
@@ -673,6 +682,7 @@ def _splat_params(c: int, radix: int, cardinality: int, reduction: int, min_dim:
     year=2022,
     category="channel",
     reference="zhanghang1989/ResNeSt resnest/torch/models/splat.py",
+    formula="9C^2/K + 2RC + CI/K + 3I + RCI/K + RC, I = max(RC/4, 32) (defaults: 21C^2/2 + 15C/2)",
     params=_splat_params,
     summary="A grouped 3x3 conv produces R feature-map splits that are combined by a "
     "per-channel softmax (r-softmax) attention computed from their pooled sum.",
@@ -748,6 +758,7 @@ def _epsa_params(c: int, kernels: Sequence[int], groups: Sequence[int], reductio
     year=2022,
     category="channel",
     reference="murufeng/EPSANet models/epsanet.py",
+    formula="sum_i (C/4)(C/g_i)k_i^2 + 2(C/4)h + h + C/4, h = C/(4r) (defaults: 847C^2/128 + 17C/64)",
     params=_epsa_params,
     summary="Extracts multi-scale features with four grouped convs (kernels 3-9), computes SE "
     "weights per scale and re-weights the scales with a softmax across them.",
@@ -855,6 +866,7 @@ def _sqrtm_newton_schulz(a: Tensor, iterations: int) -> Tensor:
     year=2019,
     category="channel",
     reference="daitao/SAN TrainCode/model/MPNCOV/python/MPNCOV.py (SOCA in san.py)",
+    formula="2C^2/r + C/r + C",
     params=lambda c, reduction, **_: 2 * c * (c // reduction) + c // reduction + c,
     summary="SE-style channel gate whose descriptor is second-order: the row means of the "
     "matrix square root of the channel covariance (Newton-Schulz iteration).",
@@ -929,6 +941,7 @@ class SOCA(nn.Module):
     year=2022,
     category="channel",
     reference="imankgoyal/NonDeepNetworks imagenet/timm/models/simplenet_impl/repvgg.py",
+    formula="11C^2 + 6C",
     params=lambda c, **_: 11 * c * c + 6 * c,
     summary="RepVGG block (3x3 + 1x1 conv branches) whose identity branch is re-weighted by a "
     "Skip-Squeeze-Excitation gate (single C -> C FC on the pooled BN(x)), then SiLU.",

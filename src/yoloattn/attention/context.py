@@ -99,6 +99,7 @@ class _ContextTransform(nn.Sequential):
     category="context",
     reference="xvjiarui/GCNet mmdet/ops/ct/context_block.py",
     params=_gc_params,
+    formula="2C*P + 3P + 2C + 1, P = C*ratio (r=16: C^2/8 + 3C/16 + 2C + 1)",
     summary="Adds one query-independent global context vector (softmax attention pooling over "
     "all positions, then a LayerNorm bottleneck transform) to every position.",
     equations="Eq. (4) (GC block); pooling 'att' = global attention pooling, fusion 'add'.",
@@ -196,6 +197,7 @@ def _nonlocal_params(c: int, reduction: int, **_: object) -> int:
     category="self-attention",
     reference="facebookresearch/video-nonlocal-net lib/models/nonlocal_helper.py",
     params=_nonlocal_params,
+    formula="2C^2 + 9C/2",
     summary="Every position attends to all (2x2 max-pooled) positions with embedded-Gaussian "
     "affinities and adds the aggregated features through a zero-initialised BN.",
     equations="Eq. (1) generic non-local op, Eq. (3) embedded Gaussian (scaled by "
@@ -284,6 +286,7 @@ def _cc_params(c: int, reduction: int, **_: object) -> int:
     category="self-attention",
     reference="speedinghzl/CCNet cc_attention/functions.py",
     params=_cc_params,
+    formula="5C^2/4 + 5C/4 + 1",
     summary="Each position attends to the positions of its own row and column (criss-cross); "
     "applied twice with shared weights so every position reaches every other.",
     equations="Eq. (1) criss-cross affinity + softmax over H+W-1 positions, Eq. (2) "
@@ -384,6 +387,7 @@ def _conv_bn_relu3(channels: int) -> nn.Sequential:
     category="self-attention",
     reference="junfu1115/DANet encoding/nn/da_att.py",
     params=_danet_params,
+    formula="5C^2/4 + 5C/4 + 2",
     summary="Sum of a position attention (each position attends to all positions) and a "
     "channel attention (each channel attends to all channels).",
     equations="Eqs. (1)-(2) position attention module, Eqs. (3)-(4) channel attention module; "
@@ -495,6 +499,7 @@ def _a2_params(c: int, reduction: int, c_m: int | None = None, c_n: int | None =
     category="self-attention",
     reference="none",
     params=_a2_params,
+    formula="C^2 + 7C/4",
     summary="Gathers c_n global descriptors by second-order attention pooling over all "
     "positions, then distributes them back to each position with a per-position softmax.",
     equations="Double attention block, Sec. 3: gather G = A softmax_HW(B)^T (second-order "
@@ -571,6 +576,7 @@ def _external_params(c: int, units: int, **_: object) -> int:
     category="self-attention",
     reference="MenghaoGuo/EANet model_torch.py",
     params=_external_params,
+    formula="2C^2 + 2SC + 3C (S=64: 2C^2 + 131C)",
     summary="Each position attends to S learned external memory units shared by all samples "
     "(two linear layers with double normalisation), linear in H*W.",
     equations="External attention A = Norm(F M_k^T), F_out = A M_v with double normalisation "

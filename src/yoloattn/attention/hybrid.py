@@ -145,6 +145,7 @@ def _cbam_params(c: int, reduction: int, kernel_size: int, bias: bool) -> int:
 
 @register_attention(
     "cbam",
+    formula="2C^2/r + C/r + C + 2k^2 + 2 (bias=False: 2C^2/r + 2k^2 + 2)",
     paper="CBAM: Convolutional Block Attention Module",
     venue="ECCV",
     year=2018,
@@ -236,6 +237,7 @@ class _BAMBase(nn.Module):
 
 @register_attention(
     "bam",
+    formula="3C^2/r + 18C^2/r^2 + 5C/r + 3C + 3",
     paper="BAM: Bottleneck Attention Module",
     venue="BMVC",
     year=2018,
@@ -303,6 +305,7 @@ class BAM(_BAMBase):
 
 @register_attention(
     "bam_official",
+    formula="3C^2/r + 18C^2/r^2 + 13C/r + C + 1",
     paper="BAM: Bottleneck Attention Module",
     venue="BMVC",
     year=2018,
@@ -378,6 +381,7 @@ class BAMOfficial(_BAMBase):
 
 @register_attention(
     "ca",
+    formula="3C*mip + 3mip + 2C, mip = max(8, C/32)",
     paper="Coordinate Attention for Efficient Mobile Network Design",
     venue="CVPR",
     year=2021,
@@ -439,6 +443,7 @@ class CoordAttention(nn.Module):
 
 @register_attention(
     "simam",
+    formula="0",
     paper="SimAM: A Simple, Parameter-Free Attention Module for Convolutional Neural Networks",
     venue="ICML",
     year=2021,
@@ -501,6 +506,7 @@ def _gam_params(c: int, reduction: int, groups: int) -> int:
 
 @register_attention(
     "gam",
+    formula="100C^2/r + 4C/r + 4C (groups g: 2C^2/r + 98C^2/(rg) + 4C/r + 4C)",
     paper="Global Attention Mechanism: Retain Information to Enhance Channel-Spatial Interactions",
     venue="arXiv",
     year=2021,
@@ -582,6 +588,7 @@ class _ZPoolGate(nn.Module):
 
 @register_attention(
     "triplet",
+    formula="3(2k^2 + 2) (no_spatial: 2(2k^2 + 2))",
     paper="Rotate to Attend: Convolutional Triplet Attention Module",
     venue="WACV",
     year=2021,
@@ -631,6 +638,7 @@ class TripletAttention(nn.Module):
 
 @register_attention(
     "sa",
+    formula="3C/G",
     paper="SA-Net: Shuffle Attention for Deep Convolutional Neural Networks",
     venue="ICASSP",
     year=2021,
@@ -705,6 +713,7 @@ def _largest_divisor(n: int, at_most: int) -> int:
 
 @register_attention(
     "sge",
+    formula="2G",
     paper="Spatial Group-wise Enhance: Improving Semantic Feature Learning in Convolutional Networks",
     venue="arXiv",
     year=2019,
@@ -773,6 +782,7 @@ _SCSE_FUSE = ("max", "add", "mul")
 
 @register_attention(
     "scse",
+    formula="2C^2/r + C/r + 2C + 1",
     paper="Concurrent Spatial and Channel Squeeze & Excitation in Fully Convolutional Networks",
     venue="MICCAI",
     year=2018,
@@ -834,6 +844,7 @@ class SCSE(nn.Module):
 
 @register_attention(
     "ema",
+    formula="10(C/G)^2 + 4(C/G)",
     paper="Efficient Multi-Scale Attention Module with Cross-Spatial Learning",
     venue="ICASSP",
     year=2023,
@@ -948,6 +959,7 @@ _PSA_COMMON = {
     "category": "channel+spatial",
     "reference": "DeLightCMU/PSA semantic-segmentation/network/PSA.py",
     "params": lambda c, **h: 2 * c * c + 3 * c,
+    "formula": "2C^2 + 3C",
     "source_note": "arXiv 2107.00782 (Neurocomputing 2022). Follows the paper's equations; the "
     "official PSA_p has no LayerNorm and PSA_s a C/2 -> C/8 -> C channel bottleneck (not "
     "offered). Softmax inputs and LayerNorm in float32.",
@@ -1028,6 +1040,7 @@ def _cpca_params(c: int, reduction: int, share_proj: bool) -> int:
 
 @register_attention(
     "cpca",
+    formula="3C^2/2 + 449C/4 at r=4 (C^2 + 2C^2/r + C/r + 112C; share_proj=False: + 2C^2 + 2C)",
     paper="Channel prior convolutional attention for medical image segmentation",
     venue="Computers in Biology and Medicine",
     year=2024,

@@ -70,6 +70,7 @@ def _msca_params(c: int, kernel_sizes: tuple[int, ...], wrap: bool, **_: object)
     category="large-kernel",
     reference="Visual-Attention-Network/SegNeXt mmseg/models/backbones/mscan.py",
     params=_msca_params,
+    formula="C^2 + 111C",
     summary="Gates each position and channel with a map built from a 5x5 depthwise conv plus "
     "1xk/kx1 strip convolutions at three scales (7, 11, 21).",
     equations="Eq. (1) Att = Conv1x1(sum_i Scale_i(DW-Conv(F))), Eq. (2) Out = Att * F.",
@@ -137,6 +138,7 @@ def _lsk_params(c: int, wrap: bool, **_: object) -> int:
     category="large-kernel",
     reference="zcablii/LSKNet mmrotate/models/backbones/lsknet.py",
     params=_lsk_params,
+    formula="3C^2/2 + 78C + 198",
     summary="Gates the input with a mix of two large depthwise receptive fields (5x5 and 5x5 "
     "followed by 7x7 dilation 3) selected per position by a spatial selection map.",
     equations="Sec. 3.2-3.3: large kernel decomposition U_1 = DW5x5(X), U_2 = DW7x7_d3(U_1); "
@@ -225,6 +227,7 @@ def _lska_params(c: int, kernel_size: int, **_: object) -> int:
     category="large-kernel",
     reference="StevenLauHKHK/Large-Separable-Kernel-Attention models/van.py",
     params=_lska_params,
+    formula="C^2 + C + 2C(a+1) + 2C(b+1) (k=23: C^2 + 29C)",
     summary="Gates the input with a k x k (default 23) large-kernel map built from four "
     "separable 1-D depthwise convolutions (two of them dilated) and a 1x1 conv.",
     equations="LSKA: cascaded 1xa/ax1 depthwise and 1xb/bx1 dilated depthwise convs replace "

@@ -59,6 +59,7 @@ class AttentionInfo:
         identity_init: ``"exact"`` if the freshly built module returns its input exactly,
             ``"near"`` if close to identity, ``""`` otherwise.
         source_note: where the definition comes from when it matters (licence, variants).
+        formula: the parameter formula as text, e.g. ``"2C^2/r + C/r + C"`` (for the docs).
     """
 
     key: str
@@ -77,6 +78,7 @@ class AttentionInfo:
     onnx_note: str = ""
     identity_init: str = ""
     source_note: str = ""
+    formula: str = ""
     defaults: dict[str, Any] = field(default_factory=dict)
 
     def params(self, channels: int, **hyper: Any) -> int:
@@ -188,8 +190,7 @@ def create_attention(name: str, channels: int, **hyper: Any) -> nn.Module:
     unknown = sorted(set(hyper) - valid)
     if unknown:
         raise TypeError(
-            f"{info.key}: unknown hyperparameter(s) {unknown}; "
-            f"accepted: {sorted(valid) or 'none'}"
+            f"{info.key}: unknown hyperparameter(s) {unknown}; accepted: {sorted(valid) or 'none'}"
         )
     return info.cls(channels, **hyper)
 

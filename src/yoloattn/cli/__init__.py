@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"yoloattn {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, modname in SUBCOMMANDS:
+    for _name, modname in SUBCOMMANDS:
         try:
             mod = importlib.import_module(modname)
         except ModuleNotFoundError as e:  # subcommand not shipped in this build

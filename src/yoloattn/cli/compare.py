@@ -21,8 +21,12 @@ DEMO = {"model": "yolov5n", "attention": "se,cbam,bam", "seeds": 2, "epochs": 4,
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
-    p = sub.add_parser("compare", help="ablation: baseline vs attention modules x seeds", description=__doc__,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "compare",
+        help="ablation: baseline vs attention modules x seeds",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--model", default=None, help="base model (default yolov5s; demo: yolov5n)")
     p.add_argument("--data", default=None, help="dataset YAML (omit with --weights for the demo)")
     p.add_argument("--attention", default=None, help="comma-separated modules, each optionally key@place")
@@ -53,23 +57,44 @@ def run(args: argparse.Namespace) -> int:
         data, weights = args.data, args.weights
     pick = lambda v, k, default: v if v is not None else (DEMO[k] if demo else default)  # noqa: E731
     train_opts = dict(
-        epochs=pick(args.epochs, "epochs", 100), batch=args.batch, imgsz=pick(args.imgsz, "imgsz", 640),
-        hyp=args.hyp, hyp_overrides=parse_overrides(args.overrides), optimizer=args.optimizer,
-        lr_schedule=args.lr_schedule, device=args.device, workers=args.workers,
-        val_interval=args.val_interval, noval=args.noval, freeze=list(args.freeze), sync_bn=args.sync_bn,
-        amp=args.amp, label_smoothing=args.label_smoothing, patience=args.patience, cache_dir=args.cache_dir,
+        epochs=pick(args.epochs, "epochs", 100),
+        batch=args.batch,
+        imgsz=pick(args.imgsz, "imgsz", 640),
+        hyp=args.hyp,
+        hyp_overrides=parse_overrides(args.overrides),
+        optimizer=args.optimizer,
+        lr_schedule=args.lr_schedule,
+        device=args.device,
+        workers=args.workers,
+        val_interval=args.val_interval,
+        noval=args.noval,
+        freeze=list(args.freeze),
+        sync_bn=args.sync_bn,
+        amp=args.amp,
+        label_smoothing=args.label_smoothing,
+        patience=args.patience,
+        cache_dir=args.cache_dir,
         quiet=args.quiet,
     )
     if demo and not args.overrides:
         # fine-tuning for a few epochs: no warmup, no mosaic at this tiny scale (see docs/demo.md)
         train_opts["hyp_overrides"] = {"warmup_epochs": 0.0, "lr0": 0.005}
     cfg = CompareConfig(
-        model=pick(args.model, "model", "yolov5s"), data=data,
-        attention=(pick(args.attention, "attention", "") or "").split(","), place=args.place,
-        seeds=pick(args.seeds, "seeds", 3), weights=weights, project=args.project,
-        name=pick(args.name, "name", "exp"), launcher=args.launcher, train=train_opts,
+        model=pick(args.model, "model", "yolov5s"),
+        data=data,
+        attention=(pick(args.attention, "attention", "") or "").split(","),
+        place=args.place,
+        seeds=pick(args.seeds, "seeds", 3),
+        weights=weights,
+        project=args.project,
+        name=pick(args.name, "name", "exp"),
+        launcher=args.launcher,
+        train=train_opts,
         latency_runs=args.latency_runs,
     )
     root = run_compare(cfg)
-    print(f"\nsummary: {root / 'summary.md'} (also summary.csv, map_bar.png, map_vs_gflops.png, map_vs_latency.png)")
+    print(
+        f"\nsummary: {root / 'summary.md'} "
+        "(also summary.csv, map_bar.png, map_vs_gflops.png, map_vs_latency.png)"
+    )
     return 0

@@ -13,8 +13,12 @@ from typing import Any
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
-    p = sub.add_parser("predict", help="detect objects in images", description=__doc__,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "predict",
+        help="detect objects in images",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--weights", required=True, help="run folder or .safetensors file")
     p.add_argument("--source", required=True, nargs="+", help="image file(s), folder(s) or glob(s)")
     p.add_argument("--imgsz", type=int, default=640)
@@ -33,7 +37,14 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from yoloattn.engine.evaluator import resolve_weights
-    from yoloattn.engine.predictor import Prediction, dump_json, iter_sources, predict, save_prediction, to_json
+    from yoloattn.engine.predictor import (
+        Prediction,
+        dump_json,
+        iter_sources,
+        predict,
+        save_prediction,
+        to_json,
+    )
     from yoloattn.engine.trainer import increment_path, select_device
     from yoloattn.models.weights import load_model
 
@@ -52,8 +63,9 @@ def run(args: argparse.Namespace) -> int:
     out = increment_path(Path(args.project) / args.name)
     out.mkdir(parents=True)
     items, n_ok, n_bad = [], 0, 0
-    for res in predict(model, paths, imgsz=args.imgsz, conf=args.conf, iou=args.iou, max_det=args.max_det,
-                       device=device):
+    for res in predict(
+        model, paths, imgsz=args.imgsz, conf=args.conf, iou=args.iou, max_det=args.max_det, device=device
+    ):
         if not isinstance(res, Prediction):
             n_bad += 1
             print(f"warning: {res[0]}: {res[1]} (skipped)", file=sys.stderr)

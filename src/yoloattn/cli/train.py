@@ -36,12 +36,23 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=int, default=None, help="epochs (default: 100)")
     p.add_argument("--batch", type=int, default=16, help="batch size per process")
     p.add_argument("--imgsz", type=int, default=640, help="train/val image size (pixels)")
-    p.add_argument("--hyp", default=None, help="hyperparameter file or shipped name (default: the model's recipe)")
-    p.add_argument("--set", dest="overrides", action="append", metavar="KEY=VALUE",
-                   help="override hyperparameters, e.g. --set lr0=0.02 --set mosaic=0")
+    p.add_argument(
+        "--hyp", default=None, help="hyperparameter file or shipped name (default: the model's recipe)"
+    )
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override hyperparameters, e.g. --set lr0=0.02 --set mosaic=0",
+    )
     p.add_argument("--optimizer", default="SGD", choices=["SGD", "AdamW", "Adam"])
-    p.add_argument("--lr-schedule", choices=["linear", "cos"], default=None,
-                   help="default: linear for YOLOv5, cos for YOLOv7")
+    p.add_argument(
+        "--lr-schedule",
+        choices=["linear", "cos"],
+        default=None,
+        help="default: linear for YOLOv5, cos for YOLOv7",
+    )
     p.add_argument("--device", default="", help="'' auto, cpu, 0, 0,1,...")
     p.add_argument("--workers", type=int, default=2, help="dataloader workers")
     p.add_argument("--val-interval", type=int, default=1, help="validate every k epochs")
@@ -56,18 +67,31 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
-    p = sub.add_parser("train", help="train a model", description=__doc__,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="yolov5s", help="shipped name (yolov5n..x, yolov7-tiny, yolov7, yolov7x) or YAML")
+    p = sub.add_parser(
+        "train",
+        help="train a model",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--model", default="yolov5s", help="shipped name (yolov5n..x, yolov7-tiny, yolov7, yolov7x) or YAML"
+    )
     p.add_argument("--data", default=None, help="dataset YAML")
-    p.add_argument("--attention", default=None, help="placement spec, e.g. cbam@neck or se@backbone,cbam@neck")
-    p.add_argument("--weights", default=None,
-                   help="initial weights (.safetensors of ours; official .pt must be converted first)")
+    p.add_argument(
+        "--attention", default=None, help="placement spec, e.g. cbam@neck or se@backbone,cbam@neck"
+    )
+    p.add_argument(
+        "--weights",
+        default=None,
+        help="initial weights (.safetensors of ours; official .pt must be converted first)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--project", default="runs/train")
     p.add_argument("--name", default="exp")
     p.add_argument("--exist-ok", action="store_true")
-    p.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue a run from its last checkpoint")
+    p.add_argument(
+        "--resume", default=None, metavar="RUN_DIR", help="continue a run from its last checkpoint"
+    )
     add_train_options(p)
     return p
 
@@ -76,13 +100,31 @@ def config_from_args(args: argparse.Namespace, **override: Any):
     from yoloattn.engine.trainer import TrainConfig
 
     kw = dict(
-        model=args.model, data=args.data or "", attention=args.attention, weights=args.weights,
-        epochs=args.epochs or 100, batch=args.batch, imgsz=args.imgsz, hyp=args.hyp,
-        hyp_overrides=parse_overrides(args.overrides), optimizer=args.optimizer,
-        lr_schedule=args.lr_schedule, device=args.device, workers=args.workers, seed=args.seed,
-        project=args.project, name=args.name, exist_ok=args.exist_ok, val_interval=args.val_interval,
-        noval=args.noval, freeze=list(args.freeze), sync_bn=args.sync_bn, amp=args.amp,
-        label_smoothing=args.label_smoothing, patience=args.patience, cache_dir=args.cache_dir,
+        model=args.model,
+        data=args.data or "",
+        attention=args.attention,
+        weights=args.weights,
+        epochs=args.epochs or 100,
+        batch=args.batch,
+        imgsz=args.imgsz,
+        hyp=args.hyp,
+        hyp_overrides=parse_overrides(args.overrides),
+        optimizer=args.optimizer,
+        lr_schedule=args.lr_schedule,
+        device=args.device,
+        workers=args.workers,
+        seed=args.seed,
+        project=args.project,
+        name=args.name,
+        exist_ok=args.exist_ok,
+        val_interval=args.val_interval,
+        noval=args.noval,
+        freeze=list(args.freeze),
+        sync_bn=args.sync_bn,
+        amp=args.amp,
+        label_smoothing=args.label_smoothing,
+        patience=args.patience,
+        cache_dir=args.cache_dir,
         quiet=args.quiet,
     )
     kw.update(override)
@@ -100,5 +142,7 @@ def run(args: argparse.Namespace) -> int:
         cfg = config_from_args(args)
     res = train(cfg)
     if res is not None:
-        print(f"done: {res.epochs_done} epochs, best fitness {res.best_fitness:.4f}, run folder {res.run_dir}")
+        print(
+            f"done: {res.epochs_done} epochs, best fitness {res.best_fitness:.4f}, run folder {res.run_dir}"
+        )
     return 0

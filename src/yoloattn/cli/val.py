@@ -17,8 +17,12 @@ from typing import Any
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
-    p = sub.add_parser("val", help="evaluate weights on a dataset", description=__doc__,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "val",
+        help="evaluate weights on a dataset",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--weights", required=True, help="run folder or .safetensors file")
     p.add_argument("--data", required=True, help="dataset YAML")
     p.add_argument("--imgsz", type=int, default=640)
@@ -68,9 +72,20 @@ def run(args: argparse.Namespace) -> int:
     print(format_table(res))
     out = increment_path(Path(args.project) / args.name)
     out.mkdir(parents=True)
-    (out / "metrics.json").write_text(json.dumps({"weights": str(wpath), "data": args.data, "split": args.split,
-                                                  "imgsz": args.imgsz, "metrics": res.metrics,
-                                                  "per_class": res.per_class, "speed_ms": res.speed_ms}, indent=2))
+    (out / "metrics.json").write_text(
+        json.dumps(
+            {
+                "weights": str(wpath),
+                "data": args.data,
+                "split": args.split,
+                "imgsz": args.imgsz,
+                "metrics": res.metrics,
+                "per_class": res.per_class,
+                "speed_ms": res.speed_ms,
+            },
+            indent=2,
+        )
+    )
     (out / "predictions.json").write_text(json.dumps(res.predictions))
     res.confusion.plot(out / "confusion_matrix.png", names)
     res.det_metrics.plot(out)

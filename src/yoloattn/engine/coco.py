@@ -167,7 +167,12 @@ def to_coco_gt(
         nc = max_cls + 1
     cat_names = list(names) if names is not None else [str(i) for i in range(nc)]
     categories = [{"id": lookup(i), "name": cat_names[i], "supercategory": "none"} for i in range(nc)]
-    return {"info": {"description": "yoloattn"}, "images": img_entries, "annotations": anns, "categories": categories}
+    return {
+        "info": {"description": "yoloattn"},
+        "images": img_entries,
+        "annotations": anns,
+        "categories": categories,
+    }
 
 
 def to_coco_dets(
@@ -198,6 +203,9 @@ def to_coco_dets(
     return out
 
 
+_LISTS = ("images", "annotations", "categories")
+
+
 def _validate(gt: Mapping[str, Any], dets: Sequence[Mapping[str, Any]]) -> None:
     if not isinstance(gt, Mapping):
         raise TypeError(f"coco_evaluate: gt must be a COCO-format dict, got {type(gt).__name__}")
@@ -212,7 +220,9 @@ def _validate(gt: Mapping[str, Any], dets: Sequence[Mapping[str, Any]]) -> None:
     for i, ann in enumerate(gt["annotations"][:1]):
         missing = {"id", "image_id", "category_id", "bbox", "area", "iscrowd"} - set(ann)
         if missing:
-            raise ValueError(f"coco_evaluate: gt annotation {i} lacks {sorted(missing)}; build it with to_coco_gt()")
+            raise ValueError(
+                f"coco_evaluate: gt annotation {i} lacks {sorted(missing)}; build it with to_coco_gt()"
+            )
     img_ids = {img["id"] for img in gt["images"]}
     cat_ids = {cat["id"] for cat in gt["categories"]}
     bad_img = {d["image_id"] for d in dets} - img_ids
@@ -253,7 +263,9 @@ def coco_evaluate(
         ValueError: no gt annotations, or detections with unknown image / category ids.
     """
     _validate(gt, dets)
-    gt_copy = copy.deepcopy(dict(gt))
+    # both libraries add keys (e.g. "ignore") to the annotation dicts: copy them one level deep
+    gt_copy: dict[str, Any] = {k: copy.deepcopy(v) for k, v in gt.items() if k not in _LISTS}
+    gt_copy.update({k: [dict(x) for x in gt[k]] for k in _LISTS})
     det_list = [
         {
             "image_id": int(d["image_id"]),
@@ -288,7 +300,11 @@ def coco_evaluate(
                 coco_dt = coco_gt.loadRes(det_list)
             else:  # pycocotools' loadRes cannot take an empty list
                 coco_dt = PyCOCO()
-                coco_dt.dataset = {"images": gt_copy["images"], "annotations": [], "categories": gt_copy["categories"]}
+                coco_dt.dataset = {
+                    "images": gt_copy["images"],
+                    "annotations": [],
+                    "categories": gt_copy["categories"],
+                }
                 coco_dt.createIndex()
             ev = COCOeval(coco_gt, coco_dt, iouType="bbox")
             if img_ids is not None:
@@ -345,7 +361,12 @@ class CocoEvaluator:
     def build(self) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         """The COCO-format ``(gt, dets)`` of everything added so far."""
         gt = to_coco_gt(
-            self.images, self.gt_boxes, self.gt_classes, nc=self.nc, category_ids=self.category_ids, names=self.names
+            self.images,
+            self.gt_boxes,
+            self.gt_classes,
+            nc=self.nc,
+            category_ids=self.category_ids,
+            names=self.names,
         )
         dets = to_coco_dets([i for i, _, _ in self.images], self.preds, category_ids=self.category_ids)
         return gt, dets

@@ -16,7 +16,10 @@ same as, COCO mAP (see ``yoloattn.engine.coco`` for the COCO-standard numbers).
 * :func:`ap_per_class`: cumulative TP/FP per class in confidence order, recall and precision,
   AP from :func:`compute_ap` (precision envelope sampled at 101 recall points, trapezoid rule),
   P and R at the confidence (1000-point grid) maximising the class-mean F1, which YOLOv5 first
-  smooths with a box filter of 10 % of the grid width.
+  smooths with a box filter of 10 % of the grid width. YOLOv5's end sentinel (recall 1.0,
+  precision 0) falls on the last of the 101 sample points, so a perfect class scores 0.995, the
+  well-known ceiling of the official numbers; YOLOv7's default sentinel (last recall + 0.01)
+  gives 1.0.
 * ``fitness = 0.1 * mAP@0.5 + 0.9 * mAP@0.5:0.95``.
 """
 

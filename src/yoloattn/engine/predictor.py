@@ -113,8 +113,13 @@ def save_prediction(pred: Prediction, names: list[str], out_dir: Path, save_txt:
 
 def to_json(pred: Prediction, names: list[str]) -> list[dict]:
     return [
-        {"file": str(pred.path), "class": int(c), "name": names[int(c)] if int(c) < len(names) else str(int(c)),
-         "score": round(s, 5), "box_xyxy": [round(v, 2) for v in (x1, y1, x2, y2)]}
+        {
+            "file": str(pred.path),
+            "class": int(c),
+            "name": names[int(c)] if int(c) < len(names) else str(int(c)),
+            "score": round(s, 5),
+            "box_xyxy": [round(v, 2) for v in (x1, y1, x2, y2)],
+        }
         for x1, y1, x2, y2, s, c in pred.boxes.tolist()
     ]
 

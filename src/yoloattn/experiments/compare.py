@@ -70,7 +70,7 @@ def parse_variants(attention: list[str] | str, place: str = "neck") -> list[Vari
             continue
         key, _, where = raw.partition("@")
         base = key.split("(")[0].strip()
-        key = get_attention_info(base).key + key.strip()[len(base):]  # validates, canonical case
+        key = get_attention_info(base).key + key.strip()[len(base) :]  # validates, canonical case
         spec = f"{key}@{where or place}"
         if spec in seen:
             raise ValueError(f"variant {spec!r} is listed twice in --attention")
@@ -96,8 +96,12 @@ def run_one(cfg: CompareConfig, variant: Variant, seed: int) -> dict[str, Any]:
     t0 = time.time()
     (run_dir / "error.json").unlink(missing_ok=True)
     if state.is_file():
-        tc = TrainConfig(resume=str(run_dir), quiet=cfg.train.get("quiet", False),
-                         device=cfg.train.get("device", ""), workers=cfg.train.get("workers", 2))
+        tc = TrainConfig(
+            resume=str(run_dir),
+            quiet=cfg.train.get("quiet", False),
+            device=cfg.train.get("device", ""),
+            workers=cfg.train.get("workers", 2),
+        )
         try:
             train(tc)
         except ValueError as e:
@@ -107,11 +111,20 @@ def run_one(cfg: CompareConfig, variant: Variant, seed: int) -> dict[str, Any]:
         if run_dir.exists():  # a run that died before its first checkpoint: start it again
             shutil.rmtree(run_dir)
         opts = dict(cfg.train)
-        opts.update(model=cfg.model, data=cfg.data, attention=variant.attention, weights=cfg.weights,
-                    seed=seed, project=str(run_dir.parent), name=run_dir.name, exist_ok=True)
+        opts.update(
+            model=cfg.model,
+            data=cfg.data,
+            attention=variant.attention,
+            weights=cfg.weights,
+            seed=seed,
+            project=str(run_dir.parent),
+            name=run_dir.name,
+            exist_ok=True,
+        )
         train(TrainConfig(**opts))
-    ev = evaluate_run(run_dir, data=cfg.data, imgsz=cfg.train.get("imgsz", 640),
-                      device=cfg.train.get("device", ""))
+    ev = evaluate_run(
+        run_dir, data=cfg.data, imgsz=cfg.train.get("imgsz", 640), device=cfg.train.get("device", "")
+    )
     record = {
         "variant": variant.name,
         "attention": variant.attention,
@@ -151,9 +164,20 @@ def run_compare(cfg: CompareConfig, on_record: Callable[[dict[str, Any]], None] 
     variants = parse_variants(cfg.attention, cfg.place)
     root = Path(cfg.project) / cfg.name
     root.mkdir(parents=True, exist_ok=True)
-    (root / "study.json").write_text(json.dumps({
-        "model": cfg.model, "data": cfg.data, "variants": [v.name for v in variants],
-        "seeds": cfg.seeds, "weights": cfg.weights, "train": cfg.train}, indent=2, default=str))
+    (root / "study.json").write_text(
+        json.dumps(
+            {
+                "model": cfg.model,
+                "data": cfg.data,
+                "variants": [v.name for v in variants],
+                "seeds": cfg.seeds,
+                "weights": cfg.weights,
+                "train": cfg.train,
+            },
+            indent=2,
+            default=str,
+        )
+    )
     jobs = [(v, s) for s in range(cfg.seeds) for v in variants]
     records: list[dict[str, Any]] = []
     if cfg.launcher == "submitit":
@@ -166,11 +190,17 @@ def run_compare(cfg: CompareConfig, on_record: Callable[[dict[str, Any]], None] 
                 rec = run_one(cfg, v, s)
             except Exception as e:  # one failed variant must not stop the study
                 LOGGER.error("run %s seed %d failed: %s", v.name, s, e)
-                rec = {"variant": v.name, "attention": v.attention, "seed": s,
-                       "error": f"{type(e).__name__}: {e}"}
+                rec = {
+                    "variant": v.name,
+                    "attention": v.attention,
+                    "seed": s,
+                    "error": f"{type(e).__name__}: {e}",
+                }
                 d = _run_dir(cfg, v, s)
                 d.mkdir(parents=True, exist_ok=True)
-                (d / "error.json").write_text(json.dumps({**rec, "traceback": traceback.format_exc()}, indent=2))
+                (d / "error.json").write_text(
+                    json.dumps({**rec, "traceback": traceback.format_exc()}, indent=2)
+                )
             records.append(rec)
             if "metrics" in rec:
                 m = rec["metrics"]

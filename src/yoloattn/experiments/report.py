@@ -25,14 +25,30 @@ LOGGER = logging.getLogger("yoloattn.compare")
 __all__ = ["write_summary", "measure_latency", "summarise"]
 
 COLUMNS = [
-    "variant", "params", "gflops", "latency_ms", "seeds", "failed",
-    "mAP50_mean", "mAP50_std", "mAP50-95_mean", "mAP50-95_std",
-    "coco_AP_mean", "coco_AP_std",
-    "d_mAP50-95", "d_mAP50-95_ci_low", "d_mAP50-95_ci_high", "p_value", "verdict", "errors",
+    "variant",
+    "params",
+    "gflops",
+    "latency_ms",
+    "seeds",
+    "failed",
+    "mAP50_mean",
+    "mAP50_std",
+    "mAP50-95_mean",
+    "mAP50-95_std",
+    "coco_AP_mean",
+    "coco_AP_std",
+    "d_mAP50-95",
+    "d_mAP50-95_ci_low",
+    "d_mAP50-95_ci_high",
+    "p_value",
+    "verdict",
+    "errors",
 ]
 
 
-def measure_latency(models: dict[str, torch.nn.Module], imgsz: int, runs: int = 20, warmup: int = 3) -> dict[str, float]:
+def measure_latency(
+    models: dict[str, torch.nn.Module], imgsz: int, runs: int = 20, warmup: int = 3
+) -> dict[str, float]:
     """Median CPU forward latency (ms, batch 1) per model, measured interleaved in one process."""
     x = torch.zeros(1, 3, imgsz, imgsz)
     times: dict[str, list[float]] = {k: [] for k in models}
@@ -53,7 +69,9 @@ def _metric(rec: dict[str, Any], key: str) -> float:
     return float(rec["metrics"].get(key, math.nan))
 
 
-def summarise(variants, records: list[dict[str, Any]], arch: dict[str, dict[str, float]]) -> list[dict[str, Any]]:
+def summarise(
+    variants, records: list[dict[str, Any]], arch: dict[str, dict[str, float]]
+) -> list[dict[str, Any]]:
     """One row per variant (see COLUMNS); ``arch`` maps variant -> params/gflops/latency."""
     by: dict[str, dict[int, dict[str, Any]]] = {}
     for r in records:
@@ -70,15 +88,30 @@ def summarise(variants, records: list[dict[str, Any]], arch: dict[str, dict[str,
         row: dict[str, Any] = {
             "variant": v.name,
             **arch.get(v.name, {}),
-            "seeds": len(ok), "failed": len(runs) - len(ok),
-            "mAP50_mean": m50[0], "mAP50_std": m50[1], "mAP50-95_mean": m[0], "mAP50-95_std": m[1],
-            "coco_AP_mean": coco[0], "coco_AP_std": coco[1], "errors": "; ".join(errs),
+            "seeds": len(ok),
+            "failed": len(runs) - len(ok),
+            "mAP50_mean": m50[0],
+            "mAP50_std": m50[1],
+            "mAP50-95_mean": m[0],
+            "mAP50-95_std": m[1],
+            "coco_AP_mean": coco[0],
+            "coco_AP_std": coco[1],
+            "errors": "; ".join(errs),
         }
         if v.name != "baseline":
             seeds = sorted(set(ok) & set(base_ok))
-            pc = paired_compare([_metric(ok[s], "map") for s in seeds], [_metric(base_ok[s], "map") for s in seeds])
-            row.update({"d_mAP50-95": pc.mean_diff, "d_mAP50-95_ci_low": pc.ci_low,
-                        "d_mAP50-95_ci_high": pc.ci_high, "p_value": pc.p_value, "verdict": pc.verdict})
+            pc = paired_compare(
+                [_metric(ok[s], "map") for s in seeds], [_metric(base_ok[s], "map") for s in seeds]
+            )
+            row.update(
+                {
+                    "d_mAP50-95": pc.mean_diff,
+                    "d_mAP50-95_ci_low": pc.ci_low,
+                    "d_mAP50-95_ci_high": pc.ci_high,
+                    "p_value": pc.p_value,
+                    "verdict": pc.verdict,
+                }
+            )
         else:
             row.update({"d_mAP50-95": 0.0, "verdict": "reference"})
         rows.append(row)
@@ -92,8 +125,18 @@ def _fmt(v: Any, nd: int = 4) -> str:
 
 
 def to_markdown(rows: list[dict[str, Any]]) -> str:
-    head = ["variant", "params", "GFLOPs", "latency ms", "seeds", "mAP50", "mAP50-95", "COCO AP",
-            "Δ mAP50-95 [95% CI]", "verdict"]
+    head = [
+        "variant",
+        "params",
+        "GFLOPs",
+        "latency ms",
+        "seeds",
+        "mAP50",
+        "mAP50-95",
+        "COCO AP",
+        "Δ mAP50-95 [95% CI]",
+        "verdict",
+    ]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     for r in rows:
         ci = ""
@@ -101,11 +144,24 @@ def to_markdown(rows: list[dict[str, Any]]) -> str:
             lo, hi = r.get("d_mAP50-95_ci_low", math.nan), r.get("d_mAP50-95_ci_high", math.nan)
             ci = f"{r['d_mAP50-95']:+.4f}" + ("" if math.isnan(lo) else f" [{lo:+.4f}, {hi:+.4f}]")
         seeds = f"{r['seeds']}" + (f" ({r['failed']} failed)" if r["failed"] else "")
-        lines.append("| " + " | ".join([
-            r["variant"], f"{r.get('params', 0):,}", _fmt(r.get("gflops"), 2), _fmt(r.get("latency_ms"), 1),
-            seeds, f"{_fmt(r['mAP50_mean'])} ± {_fmt(r['mAP50_std'])}",
-            f"{_fmt(r['mAP50-95_mean'])} ± {_fmt(r['mAP50-95_std'])}",
-            f"{_fmt(r['coco_AP_mean'])} ± {_fmt(r['coco_AP_std'])}", ci, r.get("verdict", "")]) + " |")
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    r["variant"],
+                    f"{r.get('params', 0):,}",
+                    _fmt(r.get("gflops"), 2),
+                    _fmt(r.get("latency_ms"), 1),
+                    seeds,
+                    f"{_fmt(r['mAP50_mean'])} ± {_fmt(r['mAP50_std'])}",
+                    f"{_fmt(r['mAP50-95_mean'])} ± {_fmt(r['mAP50-95_std'])}",
+                    f"{_fmt(r['coco_AP_mean'])} ± {_fmt(r['coco_AP_std'])}",
+                    ci,
+                    r.get("verdict", ""),
+                ]
+            )
+            + " |"
+        )
     errs = [r for r in rows if r["errors"]]
     for r in errs:
         lines.append(f"\n**{r['variant']} failed:** {r['errors']}")
@@ -129,16 +185,28 @@ def _plots(root: Path, rows: list[dict[str, Any]]) -> None:
     fig.tight_layout()
     fig.savefig(root / "map_bar.png", dpi=120)
     plt.close(fig)
-    for xkey, label, fname in (("gflops", "GFLOPs", "map_vs_gflops.png"), ("latency_ms", "CPU latency (ms)",
-                                                                           "map_vs_latency.png")):
+    for xkey, label, fname in (
+        ("gflops", "GFLOPs", "map_vs_gflops.png"),
+        ("latency_ms", "CPU latency (ms)", "map_vs_latency.png"),
+    ):
         if not all(isinstance(r.get(xkey), float) for r in rows):
             continue
         fig, a = plt.subplots(figsize=(5, 4))
         for r in rows:
-            a.errorbar(r[xkey], r["mAP50-95_mean"], yerr=0 if math.isnan(r["mAP50-95_std"]) else r["mAP50-95_std"],
-                       fmt="o", capsize=3)
-            a.annotate(r["variant"], (r[xkey], r["mAP50-95_mean"]), fontsize=8, xytext=(3, 3),
-                       textcoords="offset points")
+            a.errorbar(
+                r[xkey],
+                r["mAP50-95_mean"],
+                yerr=0 if math.isnan(r["mAP50-95_std"]) else r["mAP50-95_std"],
+                fmt="o",
+                capsize=3,
+            )
+            a.annotate(
+                r["variant"],
+                (r[xkey], r["mAP50-95_mean"]),
+                fontsize=8,
+                xytext=(3, 3),
+                textcoords="offset points",
+            )
         a.set_xlabel(label)
         a.set_ylabel("mAP@0.5:0.95")
         fig.tight_layout()
@@ -162,8 +230,10 @@ def architecture_figures(cfg, variants) -> dict[str, dict[str, float]]:
             LOGGER.warning("cannot build %s: %s", v.name, e)
             continue
         models[v.name] = m
-        out[v.name] = {"params": sum(p.numel() for p in m.parameters()),
-                       "gflops": count_flops(m, torch.zeros(1, 3, imgsz, imgsz))}
+        out[v.name] = {
+            "params": sum(p.numel() for p in m.parameters()),
+            "gflops": count_flops(m, torch.zeros(1, 3, imgsz, imgsz)),
+        }
     if not cfg.skip_latency and models:
         for k, ms in measure_latency(models, imgsz, cfg.latency_runs).items():
             out[k]["latency_ms"] = ms
@@ -177,12 +247,16 @@ def write_summary(root: Path, cfg, variants, records: list[dict[str, Any]]) -> l
         w = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore", lineterminator="\n")
         w.writeheader()
         for r in rows:
-            w.writerow({k: _fmt(r.get(k), 6) if isinstance(r.get(k), float) else r.get(k, "") for k in COLUMNS})
+            w.writerow(
+                {k: _fmt(r.get(k), 6) if isinstance(r.get(k), float) else r.get(k, "") for k in COLUMNS}
+            )
     md = to_markdown(rows)
-    header = (f"# Ablation `{cfg.name}`: {cfg.model} on {cfg.data}\n\n"
-              f"{cfg.seeds} seed(s) per variant; Δ is paired by seed against the baseline "
-              f"(95% t interval; verdict from a two-sided paired t-test at 0.05). Latency: CPU, batch 1, "
-              f"{cfg.train.get('imgsz', 640)} px, median of interleaved runs.\n\n")
+    header = (
+        f"# Ablation `{cfg.name}`: {cfg.model} on {cfg.data}\n\n"
+        f"{cfg.seeds} seed(s) per variant; Δ is paired by seed against the baseline "
+        f"(95% t interval; verdict from a two-sided paired t-test at 0.05). Latency: CPU, batch 1, "
+        f"{cfg.train.get('imgsz', 640)} px, median of interleaved runs.\n\n"
+    )
     (root / "summary.md").write_text(header + md + "\n")
     try:
         _plots(root, rows)

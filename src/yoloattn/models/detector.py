@@ -127,28 +127,29 @@ class Model(nn.Module):
     def _probe_strides(self, ch: int) -> list[float]:
         """Run a zero image through the model and read the head's level sizes.
 
-        Like the official build this runs in train mode, so every BatchNorm sees one batch of
-        zeros (fresh buffers then match the official ones: ``running_var = 0.9``,
-        ``num_batches_tracked = 1``). A batch of 2 keeps attention modules with BN over pooled
-        ``(N, C, 1, 1)`` maps working; if train mode still fails, an eval-mode probe is used.
-        The previous train/eval mode is restored.
+        Like the official build this runs in train mode on one image, so every BatchNorm sees
+        one batch of zeros and fresh buffers match the official ones (``running_var = 0.9``,
+        ``num_batches_tracked = 1``). If train mode fails (e.g. an attention module with BN
+        over pooled ``(1, C, 1, 1)`` maps), the buffers are restored and the probe runs in eval
+        mode. The previous train/eval mode is restored.
         """
         s = STRIDE_PROBE_SIZE
         was_training = self.training
-        x = torch.zeros(2, ch, s, s)
+        x = torch.zeros(1, ch, s, s)
         try:
             with torch.no_grad():
+                saved = {k: b.clone() for k, b in self.named_buffers()}
                 try:
                     self.train()
                     out = self._forward_once(x)
                 except (RuntimeError, ValueError) as e:
                     LOGGER.debug("train-mode stride probe failed (%s); probing in eval mode", e)
+                    for k, b in self.named_buffers():
+                        b.copy_(saved[k])
                     self.eval()
                     out = self._forward_once(x)[1]
         except (RuntimeError, ValueError) as e:
-            raise ValueError(
-                f"the model cannot run on a {s}x{s} input to measure its strides: {e}"
-            ) from e
+            raise ValueError(f"the model cannot run on a {s}x{s} input to measure its strides: {e}") from e
         finally:
             self.train(was_training)
         return [s / float(p.shape[-3]) for p in out]
@@ -157,10 +158,7 @@ class Model(nn.Module):
     def _check_anchor_order(head: Detect, head_row: Row, strides: list[float]) -> None:
         """Flip the anchor levels if their mean area decreases while the stride increases."""
         anchors = head_row.args[1]
-        areas = [
-            sum(lvl[k] * lvl[k + 1] for k in range(0, len(lvl), 2)) / (len(lvl) // 2)
-            for lvl in anchors
-        ]
+        areas = [sum(lvl[k] * lvl[k + 1] for k in range(0, len(lvl), 2)) / (len(lvl) // 2) for lvl in anchors]
         da, ds = areas[-1] - areas[0], strides[-1] - strides[0]
         if da and ds and (da > 0) != (ds > 0):
             LOGGER.info("reversing anchor order to match the level strides")

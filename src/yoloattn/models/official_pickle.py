@@ -233,6 +233,12 @@ def _reconstructor(cls: Any, base: Any, state: Any = None) -> Any:
     raise UnsafePickleError(f"copyreg._reconstructor for non-placeholder {cls!r}")
 
 
+def _bytearray(*args: Any) -> bytearray:
+    if len(args) > 2 or (args and not isinstance(args[0], (bytes, str))):
+        raise UnsafePickleError(f"bytearray{args!r:.100} is not allowed (only from bytes or str)")
+    return bytearray(*args)
+
+
 def _device(*args: Any) -> torch.device:
     if not all(isinstance(a, (str, int)) for a in args):
         raise UnsafePickleError(f"torch.device{args!r} is not allowed")
@@ -256,7 +262,7 @@ _ALLOWED: dict[tuple[str, str], Any] = {
     ("builtins", "frozenset"): frozenset,
     ("builtins", "slice"): slice,
     ("builtins", "complex"): complex,
-    ("builtins", "bytearray"): bytearray,
+    ("builtins", "bytearray"): _bytearray,
     ("builtins", "object"): object,
     ("_codecs", "encode"): _codecs_encode,
     ("copyreg", "_reconstructor"): _reconstructor,
@@ -345,12 +351,31 @@ def scan_pickle(data: bytes) -> list[tuple[str, str]]:
     return globals_
 
 
-class RestrictedUnpickler(pickle.Unpickler):
+def _load_build(self: RestrictedUnpickler) -> None:
+    stack = self.stack
+    state = stack.pop()
+    inst = stack[-1]
+    if not isinstance(inst, Placeholder):
+        raise UnsafePickleError(f"refused BUILD on {type(inst).__name__}: only placeholder objects take state")
+    inst.__setstate__(state)
+
+
+_DISPATCH = dict(pickle._Unpickler.dispatch)  # type: ignore[attr-defined]
+for _op in (pickle.INST, pickle.OBJ, pickle.EXT1, pickle.EXT2, pickle.EXT4, pickle.PERSID):
+    _DISPATCH.pop(_op[0], None)
+_DISPATCH[pickle.BUILD[0]] = _load_build
+
+
+class RestrictedUnpickler(pickle._Unpickler):  # type: ignore[name-defined,misc]
     """Unpickler that resolves globals only through the allow-list / placeholder policy.
 
-    ``storage_loader(key, dtype, numel)`` returns the flat tensor of an archive record; without
-    one, persistent ids (tensor storages) are refused.
+    Built on the pure-Python unpickler so that its dispatch table can be narrowed: opcodes that
+    import or call outside ``find_class`` are gone and ``BUILD`` only sets state on placeholders
+    (never attributes of allowed functions or classes). ``storage_loader(key, dtype, numel)``
+    returns the flat tensor of an archive record; without one, tensor storages are refused.
     """
+
+    dispatch = _DISPATCH
 
     def __init__(self, file: io.BytesIO, storage_loader: Callable[[str, torch.dtype, int], torch.Tensor] | None):
         super().__init__(file)
@@ -397,7 +422,10 @@ def safe_loads(data: bytes, storage_loader: Callable[[str, torch.dtype, int], to
         return RestrictedUnpickler(io.BytesIO(data), storage_loader).load()
     except UnsafePickleError:
         raise
-    except (pickle.UnpicklingError, EOFError, TypeError, AttributeError, IndexError, KeyError) as e:
+    except KeyError as e:  # an opcode removed from the dispatch table
+        op = bytes([e.args[0]]) if e.args and isinstance(e.args[0], int) else e
+        raise UnsafePickleError(f"cannot unpickle: opcode {op!r} is not allowed") from e
+    except (pickle.UnpicklingError, EOFError, TypeError, AttributeError, IndexError, ValueError) as e:
         raise UnsafePickleError(f"cannot unpickle: {type(e).__name__}: {e}") from e
 
 

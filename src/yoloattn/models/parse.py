@@ -37,12 +37,12 @@ import yaml
 from torch import nn
 
 from yoloattn.nn import (
+    C3,
+    MP,
     SP,
     SPP,
     SPPCSPC,
     SPPF,
-    C3,
-    MP,
     Bottleneck,
     Concat,
     Conv,
@@ -69,6 +69,7 @@ __all__ = [
     "backbone_length",
     "detect_index",
     "config_name",
+    "dump_config",
 ]
 
 SHIPPED = (
@@ -463,10 +464,17 @@ def _check_top(cfg: Mapping[str, Any]) -> None:
             raise ConfigError(f"'{key}' must be a positive number, got {v!r}")
     anchors = cfg.get("anchors")
     if anchors is not None and not _is_int(anchors):
-        ok = isinstance(anchors, list) and anchors and all(
-            isinstance(a, list) and a and len(a) % 2 == 0 and len(a) == len(anchors[0])
-            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in a)
-            for a in anchors
+        ok = (
+            isinstance(anchors, list)
+            and anchors
+            and all(
+                isinstance(a, list)
+                and a
+                and len(a) % 2 == 0
+                and len(a) == len(anchors[0])
+                and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in a)
+                for a in anchors
+            )
         )
         if not ok:
             raise ConfigError(
@@ -570,13 +578,10 @@ def resolve_rows(cfg: Mapping[str, Any], ch: int = 3) -> list[Row]:
             bad = sorted(k for k in hyper if not isinstance(k, str) or k not in info.defaults)
             if bad:
                 raise err(
-                    f"{att_key}: unknown hyperparameter(s) {bad}; accepted: "
-                    f"{sorted(info.defaults) or 'none'}"
+                    f"{att_key}: unknown hyperparameter(s) {bad}; accepted: {sorted(info.defaults) or 'none'}"
                 )
             c1 = c2 = c_ins[0]
-            rows.append(
-                Row(i, f, n, att_key, "attention", [], hyper, c1, c2, s_ins[0], list(row), where)
-            )
+            rows.append(Row(i, f, n, att_key, "attention", [], hyper, c1, c2, s_ins[0], list(row), where))
             chs.append(c2)
             strides.append(s_ins[0])
             continue
@@ -660,9 +665,7 @@ def resolve_rows(cfg: Mapping[str, Any], ch: int = 3) -> list[Row]:
         try:
             inspect.signature(entry.cls).bind(*resolved)
         except TypeError as e:
-            raise err(
-                f"{canon} does not take these arguments (resolved: {resolved!r}): {e}"
-            ) from None
+            raise err(f"{canon} does not take these arguments (resolved: {resolved!r}): {e}") from None
 
         if kind == "concat":
             s_out = next((s for s in s_ins if s is not None), None)
@@ -681,9 +684,7 @@ def resolve_rows(cfg: Mapping[str, Any], ch: int = 3) -> list[Row]:
     return rows
 
 
-def parse_model(
-    cfg: Mapping[str, Any], ch: int = 3
-) -> tuple[nn.Sequential, list[int], list[Row]]:
+def parse_model(cfg: Mapping[str, Any], ch: int = 3) -> tuple[nn.Sequential, list[int], list[Row]]:
     """Build the layers of ``cfg``: ``(nn.Sequential of rows, save list, resolved rows)``.
 
     Each layer carries ``i`` (row index), ``f`` (from), ``type`` (module name), ``np``
@@ -709,3 +710,22 @@ def parse_model(
             if j != -1:
                 save.add(j % r.index)
     return nn.Sequential(*layers), sorted(save), rows
+
+
+def dump_config(cfg: Mapping[str, Any]) -> str:
+    """YAML text of a config, one flow-style line per anchor level and per row.
+
+    ``load_config`` of the text gives back an equal dict (``yaml.safe_dump`` scalars).
+    """
+
+    def flow(v: Any) -> str:
+        return yaml.safe_dump(v, default_flow_style=True, width=10**9).strip()
+
+    lines: list[str] = []
+    for key, value in cfg.items():
+        if key in ("anchors", "backbone", "head") and isinstance(value, list):
+            lines.append(f"{key}:")
+            lines.extend(f"  - {flow(item)}" for item in value)
+        else:
+            lines.append(yaml.safe_dump({key: value}, sort_keys=False, width=10**9).rstrip())
+    return "\n".join(lines) + "\n"

@@ -4,7 +4,7 @@ Every class keeps the official sub-module names and registration order, so offic
 dicts load with ``strict=True``. See ``shared/spec/yolo-architectures.md`` sections 3-4.
 """
 
-from yoloattn.nn.blocks import SP, SPP, SPPCSPC, SPPF, C3, MP, Bottleneck, Concat, Focus
+from yoloattn.nn.blocks import C3, MP, SP, SPP, SPPCSPC, SPPF, Bottleneck, Concat, Focus
 from yoloattn.nn.conv import Conv, DWConv, RepConv, autopad, fold_conv_bn, make_act
 from yoloattn.nn.heads import Detect, IDetect, ImplicitA, ImplicitM
 

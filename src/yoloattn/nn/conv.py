@@ -174,9 +174,7 @@ class RepConv(nn.Module):
             self.rbr_dense = nn.Sequential(
                 nn.Conv2d(c1, c2, 3, s, 1, groups=g, bias=False), nn.BatchNorm2d(c2)
             )
-            self.rbr_1x1 = nn.Sequential(
-                nn.Conv2d(c1, c2, 1, s, 0, groups=g, bias=False), nn.BatchNorm2d(c2)
-            )
+            self.rbr_1x1 = nn.Sequential(nn.Conv2d(c1, c2, 1, s, 0, groups=g, bias=False), nn.BatchNorm2d(c2))
 
     def forward(self, x: Tensor) -> Tensor:
         if hasattr(self, "rbr_reparam"):

@@ -1,0 +1,114 @@
+"""``yoloattn convert``: official YOLOv5/YOLOv7 ``.pt`` checkpoint -> our ``.safetensors`` + JSON.
+
+The checkpoint is read with a restricted unpickler that never imports or runs code from the
+file (see :mod:`yoloattn.models.official_pickle`). The model config comes from the checkpoint
+(``model.yaml``) or ``--cfg``; the class names from the checkpoint or ``--names``. The weights
+must load with ``strict=True`` into our model of that config, so the output is exact.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def add_parser(sub: Any) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "convert",
+        help="convert an official YOLOv5/YOLOv7 .pt checkpoint to .safetensors (no code is run)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("checkpoint", help="official .pt file (torch zip format)")
+    p.add_argument("-o", "--output", default=None, help="output .safetensors (default: beside the input)")
+    p.add_argument("--cfg", default=None,
+                   help="model config (shipped name such as yolov5s, or YAML) when the checkpoint has none "
+                        "or to override it")
+    p.add_argument("--names", default=None, help="comma-separated class names (override the checkpoint's)")
+    p.add_argument("--half", action="store_true", help="store float16 tensors (default float32)")
+    p.add_argument("--imgsz", type=int, default=640, help="image size recorded in the sidecar")
+    return p
+
+
+def _infer_nc(state: dict[str, Any], cfg: dict[str, Any]) -> int | None:
+    """Class count from the first detection-output bias: na * (5 + nc) rows."""
+    from yoloattn.models.parse import detect_index
+
+    try:
+        det = detect_index(cfg)
+    except ValueError:
+        return None
+    bias = state.get(f"model.{det}.m.0.bias")
+    anchors = cfg.get("anchors")
+    if bias is None or not isinstance(anchors, list) or not anchors:
+        return None
+    na = len(anchors[0]) // 2 if isinstance(anchors[0], list) else int(anchors[0])
+    if na <= 0 or bias.numel() % na:
+        return None
+    return bias.numel() // na - 5
+
+
+def convert(checkpoint: str | Path, output: str | Path | None = None, *, cfg: str | None = None,
+            names: list[str] | None = None, half: bool = False, imgsz: int = 640) -> Path:
+    """Convert ``checkpoint``; returns the written ``.safetensors`` path."""
+    from yoloattn.models.detector import build_model
+    from yoloattn.models.official_pickle import load_official_checkpoint
+    from yoloattn.models.parse import load_config
+    from yoloattn.models.weights import save_model
+
+    src = Path(checkpoint)
+    ck = load_official_checkpoint(src)
+    if cfg is not None:
+        cfg_dict = load_config(cfg)
+    elif ck.cfg is not None:
+        cfg_dict = dict(ck.cfg)
+    else:
+        raise ValueError(
+            f"{src} holds no model config (no model.yaml attribute); pass --cfg, e.g. --cfg yolov5s"
+        )
+    nc = ck.nc if ck.nc is not None else _infer_nc(ck.state_dict, cfg_dict)
+    if nc is None:
+        nc = int(cfg_dict.get("nc", 80))
+    if names is not None:
+        if nc is not None and len(names) != nc and ck.nc is not None:
+            raise ValueError(f"--names gives {len(names)} names but the checkpoint has nc={nc}")
+        nc = len(names)
+    model = build_model(cfg_dict, nc=nc)
+    own = model.state_dict()
+    missing = [k for k in own if k not in ck.state_dict]
+    unexpected = [k for k in ck.state_dict if k not in own]
+    shape = [k for k in own if k in ck.state_dict and tuple(own[k].shape) != tuple(ck.state_dict[k].shape)]
+    if missing or unexpected or shape:
+        def head(keys: list[str]) -> str:
+            return f"{len(keys)} {keys[:4]}" + (" ..." if len(keys) > 4 else "")
+
+        raise ValueError(
+            f"{src}: the checkpoint does not fit the config (nc={nc}): missing {head(missing)}, "
+            f"unexpected {head(unexpected)}, shape mismatch {head(shape)}. Check --cfg."
+        )
+    model.load_state_dict(ck.state_dict, strict=True)
+    final_names = names or ck.names
+    if final_names is not None and len(final_names) == model.nc:
+        model.names = list(final_names)
+    out = Path(output) if output else src.with_suffix(".safetensors")
+    if out.resolve() == src.resolve():
+        raise ValueError(f"output {out} would overwrite the input")
+    meta = {"imgsz": imgsz, "converted_from": ck.source}
+    return save_model(model, out, meta=meta, half=half)
+
+
+def run(args: argparse.Namespace) -> int:
+    names = [n.strip() for n in args.names.split(",")] if args.names else None
+    if names is not None and not all(names):
+        raise ValueError(f"--names {args.names!r} has an empty name")
+    out = convert(args.checkpoint, args.output, cfg=args.cfg, names=names, half=args.half, imgsz=args.imgsz)
+    from yoloattn.models.weights import read_sidecar
+
+    side = read_sidecar(out)
+    sys.stdout.write(
+        f"wrote {out} and {out.with_suffix('.json').name}: {side['tensors']} tensors, "
+        f"{side['params']:,} parameters, nc={side['nc']}, dtype {side['dtype']}\n"
+    )
+    return 0

@@ -1,0 +1,157 @@
+"""``yoloattn info``: per-row table, parameters, GFLOPs and CPU latency of a detector.
+
+Examples::
+
+    yoloattn info yolov5s
+    yoloattn info yolov7-tiny --attention cbam@neck --imgsz 480 640 --save tiny-cbam.yaml
+    yoloattn info my.yaml --nc 3 --runs 0 --format json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+
+def add_parser(sub: Any) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "info",
+        help="show a model's rows, parameters, GFLOPs and latency",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("model", help="shipped name (yolov5n..x, yolov7-tiny, yolov7, yolov7x) or YAML path")
+    p.add_argument("--attention", default=None, help="attention placement spec, e.g. cbam@backbone")
+    p.add_argument("--imgsz", type=int, nargs="+", default=[640], metavar="N", help="input size: N or H W")
+    p.add_argument("--nc", type=int, default=None, help="number of classes (overrides the config)")
+    p.add_argument("--save", type=Path, default=None, help="write the resolved config YAML here")
+    p.add_argument("--runs", type=int, default=10, help="timed CPU runs for latency (0: skip)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed warm-up runs before timing")
+    p.add_argument("--fuse", action="store_true", help="fuse Conv+BN / RepConv / implicit layers")
+    p.add_argument("--format", choices=["text", "json"], default="text")
+    return p
+
+
+def _short(v: Any, limit: int = 40) -> str:
+    s = json.dumps(v) if not isinstance(v, str) else v
+    return s if len(s) <= limit else s[: limit - 3] + "..."
+
+
+def measure_latency(model: Any, x: Any, runs: int, warmup: int) -> dict[str, float]:
+    """Median / min / max wall time in ms of ``model(x)`` in inference mode."""
+    import torch
+
+    model.eval()
+    times = []
+    with torch.inference_mode():
+        for _ in range(max(warmup, 0)):
+            model(x)
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            model(x)
+            times.append((time.perf_counter() - t0) * 1000.0)
+    return {
+        "median_ms": statistics.median(times),
+        "min_ms": min(times),
+        "max_ms": max(times),
+        "runs": runs,
+        "warmup": warmup,
+        "threads": torch.get_num_threads(),
+    }
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    cols = ["#", "from", "n", "module", "args", "params", "GFLOPs", "output"]
+    cells = [
+        [
+            str(r["i"]),
+            json.dumps(r["from"]),
+            str(r["n"]),
+            str(r["type"]),
+            _short(r["args"]),
+            f"{r['params']:,}",
+            f"{r['gflops']:.3f}",
+            "x".join(str(v) for v in r["shape"])
+            if r["shape"] and all(isinstance(v, int) for v in r["shape"])
+            else str(r["shape"]),
+        ]
+        for r in rows
+    ]
+    widths = [max(len(c), *(len(row[k]) for row in cells)) for k, c in enumerate(cols)]
+    right = {0, 2, 5, 6}
+
+    def fmt(vals: list[str]) -> str:
+        out = [v.rjust(w) if k in right else v.ljust(w) for k, (v, w) in enumerate(zip(vals, widths))]
+        return "  ".join(out).rstrip()
+
+    return "\n".join([fmt(cols), fmt(["-" * w for w in widths]), *(fmt(c) for c in cells)])
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from yoloattn.models.detector import build_model
+    from yoloattn.models.parse import dump_config
+    from yoloattn.models.profile import profile
+
+    if len(args.imgsz) not in (1, 2) or min(args.imgsz) < 1:
+        raise ValueError(f"--imgsz takes one size or H W, got {args.imgsz}")
+    h, w = (args.imgsz[0], args.imgsz[0]) if len(args.imgsz) == 1 else tuple(args.imgsz)
+    if args.runs < 0:
+        raise ValueError(f"--runs must be >= 0, got {args.runs}")
+    model = build_model(args.model, nc=args.nc, attention=args.attention)
+    smax = int(model.stride.max())
+    if h % smax or w % smax:
+        raise ValueError(f"--imgsz {h}x{w}: both sides must be multiples of the max stride {smax}")
+    if args.fuse:
+        model.fuse()
+    model.eval()
+    prof = profile(model, imgsz=(h, w))
+    latency = None
+    if args.runs:
+        x = torch.zeros(1, int(model.yaml["ch"]), h, w)
+        latency = measure_latency(model, x, args.runs, args.warmup)
+    if args.save is not None:
+        args.save.parent.mkdir(parents=True, exist_ok=True)
+        args.save.write_text(dump_config(model.yaml), encoding="utf-8")
+
+    summary = {
+        "model": str(args.model),
+        "attention": args.attention,
+        "nc": model.nc,
+        "fused": bool(args.fuse),
+        "rows": len(model.model),
+        "params": prof["params"],
+        "gradients": prof["gradients"],
+        "gflops": prof["gflops"],
+        "imgsz": [h, w],
+        "stride": [float(s) for s in model.stride],
+        "latency": latency,
+        "saved": str(args.save) if args.save is not None else None,
+    }
+    if args.format == "json":
+        summary["layers"] = prof["layers"]
+        sys.stdout.write(json.dumps(summary, indent=2) + "\n")
+        return 0
+    out = [format_table(prof["layers"]), ""]
+    title = f"{args.model}" + (f" + {args.attention}" if args.attention else "")
+    out.append(
+        f"{title}{' (fused)' if args.fuse else ''}: {summary['rows']} rows, "
+        f"{prof['params']:,} parameters, {prof['gradients']:,} gradients, "
+        f"{prof['gflops']:.2f} GFLOPs at {h}x{w}, nc={model.nc}"
+    )
+    if latency is not None:
+        out.append(
+            f"CPU latency (batch 1, {h}x{w}, {latency['threads']} threads): "
+            f"median {latency['median_ms']:.1f} ms over {latency['runs']} runs "
+            f"(min {latency['min_ms']:.1f}, max {latency['max_ms']:.1f}; {latency['warmup']} warm-up)"
+        )
+    if args.save is not None:
+        out.append(f"saved config to {args.save}")
+    sys.stdout.write("\n".join(out) + "\n")
+    return 0
