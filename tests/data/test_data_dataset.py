@@ -24,7 +24,9 @@ SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "datasets"
 COLOURS = [(230, 20, 20), (20, 200, 40), (30, 60, 220), (240, 220, 30)]
 
 
-def make_split(root: Path, split: str, items: list[tuple[int, int, list[tuple[int, int, int, int, int]]]]) -> Path:
+def make_split(
+    root: Path, split: str, items: list[tuple[int, int, list[tuple[int, int, int, int, int]]]]
+) -> Path:
     """Write PNG images (grey with solid class-coloured rectangles) and YOLO labels."""
     img_dir, lbl_dir = root / "images" / split, root / "labels" / split
     img_dir.mkdir(parents=True, exist_ok=True)
@@ -34,7 +36,9 @@ def make_split(root: Path, split: str, items: list[tuple[int, int, list[tuple[in
         lines = []
         for c, x1, y1, x2, y2 in rects:
             img[y1:y2, x1:x2] = COLOURS[c]
-            lines.append(f"{c} {(x1 + x2) / 2 / w:.6f} {(y1 + y2) / 2 / h:.6f} {(x2 - x1) / w:.6f} {(y2 - y1) / h:.6f}")
+            lines.append(
+                f"{c} {(x1 + x2) / 2 / w:.6f} {(y1 + y2) / 2 / h:.6f} {(x2 - x1) / w:.6f} {(y2 - y1) / h:.6f}"
+            )
         Image.fromarray(img).save(img_dir / f"im{k:02d}.png")
         (lbl_dir / f"im{k:02d}.txt").write_text("\n".join(lines) + "\n")
     return img_dir
@@ -100,7 +104,9 @@ def test_img2label_path_replaces_last_images_component():
 
 def test_sources_folder_txt_list_and_list_of_both(tmp_path):
     img_dir = make_split(tmp_path, "train", tiny_items(4))
-    (tmp_path / "list.txt").write_text("images/train/im00.png\n\n" + str(img_dir / "im02.png") + "\nimages/gone.png\n")
+    (tmp_path / "list.txt").write_text(
+        "images/train/im00.png\n\n" + str(img_dir / "im02.png") + "\nimages/gone.png\n"
+    )
     ims, probs, n = find_images([img_dir, tmp_path / "list.txt"])
     assert [p.name for p in ims] == ["im00.png", "im01.png", "im02.png", "im03.png", "im00.png", "im02.png"]
     assert [(p.kind, p.line) for p in probs] == [("missing_file", 4)]
@@ -112,10 +118,20 @@ def test_sources_folder_txt_list_and_list_of_both(tmp_path):
 # ----------------------------------------------------------------------------- corrupted raccoon
 
 
-RACCOON = ["raccoon-131", "raccoon-132", "raccoon-150", "raccoon-151", "raccoon-155", "raccoon-159", "raccoon-166"]
+RACCOON = [
+    "raccoon-131",
+    "raccoon-132",
+    "raccoon-150",
+    "raccoon-151",
+    "raccoon-155",
+    "raccoon-159",
+    "raccoon-166",
+]
 
 
-@pytest.mark.skipif(not (SHARED / "raccoon").is_dir(), reason=f"shared dataset not found at {SHARED / 'raccoon'}")
+@pytest.mark.skipif(
+    not (SHARED / "raccoon").is_dir(), reason=f"shared dataset not found at {SHARED / 'raccoon'}"
+)
 def test_corrupted_raccoon_copy_reports_exactly(tmp_path):
     src = SHARED / "raccoon"
     img_dir, lbl_dir = tmp_path / "images" / "train", tmp_path / "labels" / "train"
@@ -133,7 +149,8 @@ def test_corrupted_raccoon_copy_reports_exactly(tmp_path):
     (lbl_dir / "raccoon-150.txt").write_text((lbl_dir / "raccoon-150.txt").read_text() + "0 0.5 0.5 0.2\n")
     # 3 raccoon-151: non-numeric, class out of range, non-integer class, plus the good line
     (lbl_dir / "raccoon-151.txt").write_text(
-        "0 0.5 abc 0.2 0.2\n1 0.5 0.5 0.2 0.2\n0.5 0.5 0.5 0.2 0.2\n" + (lbl_dir / "raccoon-151.txt").read_text()
+        "0 0.5 abc 0.2 0.2\n1 0.5 0.5 0.2 0.2\n0.5 0.5 0.5 0.2 0.2\n"
+        + (lbl_dir / "raccoon-151.txt").read_text()
     )
     # 4 raccoon-155: out of bounds, slightly outside (clipped), zero size, duplicate
     l155 = (lbl_dir / "raccoon-155.txt").read_text().strip()
@@ -197,7 +214,9 @@ def test_nothing_usable_is_an_error_that_says_why(tmp_path):
     img_dir.mkdir(parents=True)
     (img_dir / "a.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really")
     (img_dir / "b.txt").write_text("x")
-    with pytest.raises(ValueError, match=r"no usable images.*all 2 files were rejected: 1 unsupported_file.*1 corrupt"):
+    with pytest.raises(
+        ValueError, match=r"no usable images.*all 2 files were rejected: 1 unsupported_file.*1 corrupt"
+    ):
         YoloDataset(img_dir, imgsz=32, cache_dir=tmp_path / "c")
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -218,12 +237,20 @@ def test_exif_rotation_greyscale_and_rgba(tmp_path):
     Image.fromarray(arr).save(img_dir / "rot.jpg", exif=exif.tobytes(), quality=100)
     Image.fromarray(arr[..., 0]).save(img_dir / "grey.png")
     Image.fromarray(np.dstack([arr, np.full((20, 40), 128, np.uint8)])).save(img_dir / "rgba.png")
-    rot = read_image(img_dir / "rot.jpg")
-    assert rot.shape == (40, 20, 3)
+    rot, size0 = read_image(img_dir / "rot.jpg")
+    assert rot.shape == (40, 20, 3) and size0 == (40, 20)
     assert rot[:20].mean() > 200 and rot[20:].mean() < 50  # white half now on top
     for name in ("grey.png", "rgba.png"):
-        im = read_image(img_dir / name)
+        im, _ = read_image(img_dir / name)
         assert im.shape == (20, 40, 3) and im.dtype == np.uint8 and im[:, :20].min() == 255
+    small, size0 = read_image(img_dir / "rot.jpg", long_side=10)  # resized after the rotation
+    assert small.shape == (10, 5, 3) and size0 == (40, 20)
+    big = np.zeros((200, 400, 3), np.uint8)
+    big[:, 200:] = 255
+    Image.fromarray(big).save(tmp_path / "big.jpg", quality=95)  # decoded at 1/4 scale, then resized
+    small, size0 = read_image(tmp_path / "big.jpg", long_side=64)
+    assert small.shape == (32, 64, 3) and size0 == (200, 400)
+    assert small[:, :30].max() < 30 and small[:, 34:].min() > 225
     r = scan_split(img_dir, cache_dir=tmp_path / "c")
     shapes = dict(zip((Path(f).name for f in r.im_files), map(tuple, r.shapes)))
     assert shapes == {"rot.jpg": (40, 20), "grey.png": (20, 40), "rgba.png": (20, 40)}

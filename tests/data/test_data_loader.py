@@ -139,7 +139,10 @@ def test_distributed_split_is_disjoint_and_even():
     groups = [[0, 1], [2, 3], [4]]
     g0 = list(YoloBatchSampler(5, 2, rank=0, world_size=2, groups=groups))
     g1 = list(YoloBatchSampler(5, 2, rank=1, world_size=2, groups=groups))
-    assert [[k[0] for k in b] for b in g0] == [[0, 1], [4]] and [[k[0] for k in b] for b in g1] == [[2, 3], [0, 1]]
+    assert [[k[0] for k in b] for b in g0] == [[0, 1], [4]] and [[k[0] for k in b] for b in g1] == [
+        [2, 3],
+        [0, 1],
+    ]
     with pytest.raises(ValueError, match="rank 3 is not valid"):
         YoloBatchSampler(10, 2, rank=3, world_size=2)
 

@@ -23,9 +23,12 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     )
     p.add_argument("checkpoint", help="official .pt file (torch zip format)")
     p.add_argument("-o", "--output", default=None, help="output .safetensors (default: beside the input)")
-    p.add_argument("--cfg", default=None,
-                   help="model config (shipped name such as yolov5s, or YAML) when the checkpoint has none "
-                        "or to override it")
+    p.add_argument(
+        "--cfg",
+        default=None,
+        help="model config (shipped name such as yolov5s, or YAML) when the checkpoint has none "
+        "or to override it",
+    )
     p.add_argument("--names", default=None, help="comma-separated class names (override the checkpoint's)")
     p.add_argument("--half", action="store_true", help="store float16 tensors (default float32)")
     p.add_argument("--imgsz", type=int, default=640, help="image size recorded in the sidecar")
@@ -50,8 +53,15 @@ def _infer_nc(state: dict[str, Any], cfg: dict[str, Any]) -> int | None:
     return bias.numel() // na - 5
 
 
-def convert(checkpoint: str | Path, output: str | Path | None = None, *, cfg: str | None = None,
-            names: list[str] | None = None, half: bool = False, imgsz: int = 640) -> Path:
+def convert(
+    checkpoint: str | Path,
+    output: str | Path | None = None,
+    *,
+    cfg: str | None = None,
+    names: list[str] | None = None,
+    half: bool = False,
+    imgsz: int = 640,
+) -> Path:
     """Convert ``checkpoint``; returns the written ``.safetensors`` path."""
     from yoloattn.models.detector import build_model
     from yoloattn.models.official_pickle import load_official_checkpoint
@@ -81,6 +91,7 @@ def convert(checkpoint: str | Path, output: str | Path | None = None, *, cfg: st
     unexpected = [k for k in ck.state_dict if k not in own]
     shape = [k for k in own if k in ck.state_dict and tuple(own[k].shape) != tuple(ck.state_dict[k].shape)]
     if missing or unexpected or shape:
+
         def head(keys: list[str]) -> str:
             return f"{len(keys)} {keys[:4]}" + (" ..." if len(keys) > 4 else "")
 

@@ -77,7 +77,17 @@ def run(args: argparse.Namespace) -> int:
                 str(len(r.problems)),
             ]
         )
-    header = ["split", "files", "images", "backgrounds", "boxes", "skipped", "lines dropped", "clipped", "problems"]
+    header = [
+        "split",
+        "files",
+        "images",
+        "backgrounds",
+        "boxes",
+        "skipped",
+        "lines dropped",
+        "clipped",
+        "problems",
+    ]
     w(_table(header, rows) + "\n\n")
 
     if reports:
@@ -120,7 +130,9 @@ def run(args: argparse.Namespace) -> int:
             if not r.n_images:
                 continue
             name = "labels.png" if split == "train" else f"labels_{split}.png"
-            path = plot_labels(r.all_labels(), cfg.names, out_dir / name, title=f"{cfg.yaml_path.stem} {split}")
+            path = plot_labels(
+                r.all_labels(), cfg.names, out_dir / name, title=f"{cfg.yaml_path.stem} {split}"
+            )
             w(f"wrote {path}\n")
     for e in errors:
         print(f"yoloattn data check: error: {e}", file=sys.stderr)

@@ -20,7 +20,9 @@ Implementation notes (deliberate, documented differences from the official code)
 
 - Pixels are resampled with Pillow (bilinear), not OpenCV, so pixel values differ slightly
   from the official pipeline; box arithmetic is exact in continuous coordinates (pixel ``i``
-  covers ``[i, i+1)``, which is also Pillow's sampling convention).
+  covers ``[i, i+1)``, which is also Pillow's sampling convention). A warp that is only a
+  scale + translation (the default recipes) is done as an antialiased resize of the visible
+  region, much faster than a general warp and without aliasing when shrinking.
 - :func:`letterbox` returns the exact per-axis scale ``(new_w / w, new_h / h)`` and the integer
   left/top padding actually applied, so :func:`yoloattn.data.boxes.scale_boxes` inverts it
   exactly (the official code returns ``(r, r)`` and half the total padding).
@@ -118,9 +120,7 @@ class AugmentParams:
         for key in _UNSUPPORTED_KEYS:
             v = hyp.get(key, 0.0)
             if isinstance(v, int | float) and v > 0:
-                LOGGER.warning(
-                    "hyp[%r]=%s is not supported (needs segment labels) and is ignored", key, v
-                )
+                LOGGER.warning("hyp[%r]=%s is not supported (needs segment labels) and is ignored", key, v)
         return cls(**values)
 
     def __post_init__(self) -> None:
@@ -133,7 +133,9 @@ class AugmentParams:
             if not (math.isfinite(v) and v >= 0.0):
                 raise ValueError(f"hyp[{name!r}] must be a finite number >= 0, got {v}")
         if not 0.0 <= self.scale < 1.0:
-            raise ValueError(f"hyp['scale'] must be in [0, 1) (gain drawn from U(1-s, 1+s)), got {self.scale}")
+            raise ValueError(
+                f"hyp['scale'] must be in [0, 1) (gain drawn from U(1-s, 1+s)), got {self.scale}"
+            )
         if self.translate > 0.5:
             raise ValueError(f"hyp['translate'] must be <= 0.5, got {self.translate}")
         if self.hsv_s > 1.0 or self.hsv_v > 1.0:
@@ -151,6 +153,15 @@ def _fill(img: np.ndarray, color: Sequence[int] | int) -> int | tuple[int, ...]:
     if isinstance(color, int):
         return (color,) * img.shape[2]
     return tuple(int(c) for c in color)
+
+
+def _canvas(shape: tuple[int, ...], dtype: np.dtype, color: Sequence[int] | int) -> np.ndarray:
+    """A new array filled with ``color`` (a scalar fill, i.e. a memset, when all channels agree)."""
+    if isinstance(color, int) or len(set(color)) == 1 or len(shape) == 2:
+        return np.full(shape, int(color if isinstance(color, int) else color[0]), dtype=dtype)
+    out = np.empty(shape, dtype=dtype)
+    out[...] = tuple(int(c) for c in color)
+    return out
 
 
 def resize(img: np.ndarray, size: tuple[int, int], resample: int = Image.Resampling.BILINEAR) -> np.ndarray:
@@ -183,8 +194,7 @@ def letterbox(
     out = resize(img, (unpad_w, unpad_h))
     if left or top or right or bottom:
         shape = (unpad_h + top + bottom, unpad_w + left + right, *img.shape[2:])
-        canvas = np.empty(shape, dtype=img.dtype)
-        canvas[...] = _fill(img, color)
+        canvas = _canvas(shape, img.dtype, color)
         canvas[top : top + unpad_h, left : left + unpad_w] = out
         out = canvas
     return out, ratio, (float(left), float(top))
@@ -198,11 +208,25 @@ def warp(
 ) -> np.ndarray:
     """Warp ``img`` with the 3x3 forward matrix (source -> output pixels) into ``out_shape = (h, w)``.
 
-    Bilinear sampling, constant ``color`` outside the source.
+    Bilinear, constant ``color`` outside the source. A pure scale + translation (the default
+    recipes: no rotation, shear or perspective) takes a fast path, a resize of the visible
+    source region (antialiased when shrinking) pasted at its place; its visible edges are
+    rounded to whole output pixels. Any other matrix is resampled with a Pillow transform.
     """
-    inv = np.linalg.inv(np.asarray(matrix, dtype=np.float64))
-    inv = inv / inv[2, 2]
+    m = np.asarray(matrix, dtype=np.float64)
+    m = m / m[2, 2]
     h, w = out_shape
+    if (
+        m[0, 1] == 0.0
+        and m[1, 0] == 0.0
+        and m[2, 0] == 0.0
+        and m[2, 1] == 0.0
+        and m[0, 0] > 0
+        and m[1, 1] > 0
+    ):
+        return _warp_scale_translate(img, m[0, 0], m[1, 1], m[0, 2], m[1, 2], out_shape, color)
+    inv = np.linalg.inv(m)
+    inv = inv / inv[2, 2]
     pil = Image.fromarray(img)
     fill = _fill(img, color)
     if inv[2, 0] == 0.0 and inv[2, 1] == 0.0:
@@ -214,6 +238,40 @@ def warp(
             (w, h), Image.Transform.PERSPECTIVE, data, Image.Resampling.BILINEAR, fillcolor=fill
         )
     return np.asarray(out)
+
+
+def _warp_scale_translate(
+    img: np.ndarray,
+    sx: float,
+    sy: float,
+    tx: float,
+    ty: float,
+    out_shape: tuple[int, int],
+    color: Sequence[int] | int,
+) -> np.ndarray:
+    h, w = out_shape
+    src_h, src_w = img.shape[:2]
+    canvas = _canvas((h, w, *img.shape[2:]), img.dtype, color)
+    # visible output rectangle, rounded to whole pixels
+    ox0, ox1 = max(0, round(tx)), min(w, round(sx * src_w + tx))
+    oy0, oy1 = max(0, round(ty)), min(h, round(sy * src_h + ty))
+    if ox1 <= ox0 or oy1 <= oy0:
+        return canvas
+    box = (
+        min(max((ox0 - tx) / sx, 0.0), src_w),
+        min(max((oy0 - ty) / sy, 0.0), src_h),
+        min(max((ox1 - tx) / sx, 0.0), src_w),
+        min(max((oy1 - ty) / sy, 0.0), src_h),
+    )
+    if box[2] <= box[0] or box[3] <= box[1]:
+        return canvas
+    size = (ox1 - ox0, oy1 - oy0)
+    if size == (src_w, src_h) and box == (0.0, 0.0, float(src_w), float(src_h)):
+        canvas[oy0:oy1, ox0:ox1] = img
+        return canvas
+    patch = Image.fromarray(img).resize(size, Image.Resampling.BILINEAR, box=box)
+    canvas[oy0:oy1, ox0:ox1] = np.asarray(patch)
+    return canvas
 
 
 # ----------------------------------------------------------------------------- boxes
@@ -352,8 +410,7 @@ def mosaic4(
         raise ValueError(f"mosaic4 needs 4 images and 4 label arrays, got {len(images)} and {len(labels)}")
     side = 2 * size
     xc, yc = centre
-    canvas = np.empty((side, side, 3), dtype=np.uint8)
-    canvas[...] = _fill(canvas, color)
+    canvas = _canvas((side, side, 3), np.dtype(np.uint8), color)
     out_labels = []
     for k, (im, lab) in enumerate(zip(images, labels)):
         h, w = im.shape[:2]

@@ -45,7 +45,6 @@ from yoloattn.data.augment import (
     mixup,
     mosaic4,
     random_perspective,
-    resize,
 )
 from yoloattn.data.boxes import xywhn2xyxy, xyxy2xywhn
 
@@ -148,13 +147,16 @@ def _as_names(data: Mapping[str, Any], yaml_path: Path) -> list[str]:
             raise ValueError(f"{yaml_path}: 'names' dict keys must be integer class ids, got {keys[:5]!r}")
         if sorted(keys) != list(range(len(keys))):
             raise ValueError(
-                f"{yaml_path}: 'names' dict keys must be 0..{len(keys) - 1} without gaps, got {sorted(keys)[:10]!r}"
+                f"{yaml_path}: 'names' dict keys must be 0..{len(keys) - 1} without gaps, "
+                f"got {sorted(keys)[:10]!r}"
             )
         out = [str(names[i]) for i in range(len(keys))]
     elif isinstance(names, list):
         out = [str(n) for n in names]
     else:
-        raise ValueError(f"{yaml_path}: 'names' must be a list or a {{id: name}} dict, got {type(names).__name__}")
+        raise ValueError(
+            f"{yaml_path}: 'names' must be a list or a {{id: name}} dict, got {type(names).__name__}"
+        )
     if not out:
         raise ValueError(f"{yaml_path}: 'names' is empty")
     if nc is not None and nc != len(out):
@@ -176,7 +178,9 @@ def load_dataset_config(path: str | os.PathLike[str]) -> DatasetConfig:
     except yaml.YAMLError as e:
         raise ValueError(f"{yaml_path}: not valid YAML: {e}") from e
     if not isinstance(data, dict):
-        raise ValueError(f"{yaml_path}: expected a mapping with keys path/train/val/names, got {type(data).__name__}")
+        raise ValueError(
+            f"{yaml_path}: expected a mapping with keys path/train/val/names, got {type(data).__name__}"
+        )
     yaml_path = yaml_path.resolve()
     root_value = data.get("path")
     if root_value in (None, ""):
@@ -403,7 +407,8 @@ def find_images(
                 "unsupported_file",
                 str(f),
                 None,
-                f"not a supported image (suffix {f.suffix or '(none)'!r}; expected {', '.join(IMG_FORMATS)}); skipped",
+                f"not a supported image (suffix {f.suffix or '(none)'!r}; "
+                f"expected {', '.join(IMG_FORMATS)}); skipped",
             )
         )
     n_found += len(images) + sum(1 for p in problems if p.kind == "unsupported_file")
@@ -428,7 +433,10 @@ def _check_image(path: Path) -> tuple[tuple[int, int] | None, Problem | None]:
             im.verify()
         if fmt not in _PIL_FORMATS:
             return None, Problem(
-                "unsupported_file", str(path), None, f"content is {fmt}, not one of {', '.join(IMG_FORMATS)}; skipped"
+                "unsupported_file",
+                str(path),
+                None,
+                f"content is {fmt}, not one of {', '.join(IMG_FORMATS)}; skipped",
             )
         with Image.open(path) as im:
             w, h = _exif_size(im)
@@ -437,7 +445,9 @@ def _check_image(path: Path) -> tuple[tuple[int, int] | None, Problem | None]:
             im.load()
     except Exception as e:  # any decoder error means the image is unusable
         msg = str(e) or type(e).__name__
-        return None, Problem("corrupt_image", str(path), None, f"unreadable or truncated image ({msg}); skipped")
+        return None, Problem(
+            "corrupt_image", str(path), None, f"unreadable or truncated image ({msg}); skipped"
+        )
     if w < 1 or h < 1:
         return None, Problem("corrupt_image", str(path), None, f"image has an empty size {w}x{h}; skipped")
     return (h, w), None
@@ -465,7 +475,12 @@ def _parse_label_file(
             continue
         if len(parts) != 5:
             problems.append(
-                Problem("field_count", lf, ln, f"expected 5 values 'class x y w h', got {len(parts)}; line dropped")
+                Problem(
+                    "field_count",
+                    lf,
+                    ln,
+                    f"expected 5 values 'class x y w h', got {len(parts)}; line dropped",
+                )
             )
             continue
         try:
@@ -475,7 +490,9 @@ def _parse_label_file(
             problems.append(Problem("non_numeric", lf, ln, f"non-numeric value {bad!r}; line dropped"))
             continue
         if not all(math.isfinite(v) for v in vals):
-            problems.append(Problem("non_numeric", lf, ln, f"non-finite value in {raw.strip()!r}; line dropped"))
+            problems.append(
+                Problem("non_numeric", lf, ln, f"non-finite value in {raw.strip()!r}; line dropped")
+            )
             continue
         c, x, y, w, h = vals
         if c != int(c) or c < 0 or (nc is not None and c >= nc):
@@ -486,7 +503,9 @@ def _parse_label_file(
             continue
         if w <= 0 or h <= 0:
             problems.append(
-                Problem("zero_size", lf, ln, f"box has zero or negative size (w={w:g}, h={h:g}); line dropped")
+                Problem(
+                    "zero_size", lf, ln, f"box has zero or negative size (w={w:g}, h={h:g}); line dropped"
+                )
             )
             continue
         x1, y1, x2, y2 = x - w / 2, y - h / 2, x + w / 2, y + h / 2
@@ -506,19 +525,24 @@ def _parse_label_file(
             x1, y1, x2, y2 = (min(max(v, 0.0), 1.0) for v in (x1, y1, x2, y2))
             w, h = x2 - x1, y2 - y1
             if w <= 0 or h <= 0:
-                problems.append(Problem("zero_size", lf, ln, "box is empty after clipping to [0, 1]; line dropped"))
+                problems.append(
+                    Problem("zero_size", lf, ln, "box is empty after clipping to [0, 1]; line dropped")
+                )
                 continue
             x, y = (x1 + x2) / 2, (y1 + y2) / 2
             if lo < -_ROUNDING or hi > 1 + _ROUNDING:
                 problems.append(
-                    Problem("clipped", lf, ln, f"box edges outside [0, 1] by {max(-lo, hi - 1):.3g}, clipped; line kept")
+                    Problem(
+                        "clipped",
+                        lf,
+                        ln,
+                        f"box edges outside [0, 1] by {max(-lo, hi - 1):.3g}, clipped; line kept",
+                    )
                 )
         row = (float(c), x, y, w, h)
         key = tuple(np.float32(row).tolist())
         if key in first_line:
-            problems.append(
-                Problem("duplicate", lf, ln, f"duplicate of line {first_line[key]}; removed")
-            )
+            problems.append(Problem("duplicate", lf, ln, f"duplicate of line {first_line[key]}; removed"))
             continue
         first_line[key] = ln
         rows.append(row)
@@ -543,7 +567,11 @@ def _stat_key(p: Path) -> str:
 
 
 def _scan_hash(
-    images: Sequence[Path], label_files: Sequence[Path], problems: Sequence[Problem], nc: int | None, tol: float
+    images: Sequence[Path],
+    label_files: Sequence[Path],
+    problems: Sequence[Problem],
+    nc: int | None,
+    tol: float,
 ) -> str:
     h = hashlib.sha256(f"v{CACHE_VERSION}|nc={nc}|tol={tol!r}".encode())
     for im, lb in zip(images, label_files):
@@ -607,7 +635,9 @@ def _save_cache(report: ScanReport, candidates: Sequence[Path], explicit: bool) 
             return path
         except OSError as e:
             LOGGER.debug("cannot write scan cache %s: %s", path, e)
-    LOGGER.warning("%scould not save the scan cache in any of %s", report.prefix, [str(c) for c in candidates])
+    LOGGER.warning(
+        "%scould not save the scan cache in any of %s", report.prefix, [str(c) for c in candidates]
+    )
     return None
 
 
@@ -728,14 +758,30 @@ def _log_report(report: ScanReport, max_problems: int = 10) -> None:
 # ============================================================================ reading
 
 
-def read_image(path: str | os.PathLike[str]) -> np.ndarray:
-    """Read an image as ``uint8 [H, W, 3]`` RGB with the EXIF orientation applied
-    (greyscale, palette, RGBA and CMYK images are converted to RGB)."""
+def read_image(
+    path: str | os.PathLike[str], long_side: int | None = None, shrink: int = Image.Resampling.BOX
+) -> tuple[np.ndarray, tuple[int, int]]:
+    """Read an image as ``uint8 [H, W, 3]`` RGB with the EXIF orientation applied (greyscale,
+    palette, RGBA and CMYK are converted to RGB). Returns ``(img, (h0, w0))``, the original size.
+
+    With ``long_side`` the image is resized so that its long side is ``long_side`` (the other
+    side ``ceil``-ed), bilinear when enlarging and with ``shrink`` when reducing; a JPEG more
+    than twice too large is first decoded at a reduced DCT scale (1/2, 1/4 or 1/8).
+    """
     with Image.open(path) as im:
+        ws, hs = im.size
+        w0, h0 = _exif_size(im)
+        r = long_side / max(ws, hs) if long_side else 1.0
+        if r < 0.5 and im.format in ("JPEG", "MPO"):
+            im.draft(None, (math.ceil(ws * r), math.ceil(hs * r)))
         im = ImageOps.exif_transpose(im)
         if im.mode != "RGB":
             im = im.convert("RGB")
-        return np.asarray(im)
+        if long_side and r != 1.0:
+            w, h = (min(long_side, max(1, math.ceil(v * r - 1e-9))) for v in (w0, h0))
+            if im.size != (w, h):
+                im = im.resize((w, h), Image.Resampling.BILINEAR if r > 1 else shrink)
+        return np.asarray(im), (h0, w0)
 
 
 # ============================================================================ Dataset
@@ -759,8 +805,9 @@ class YoloDataset(torch.utils.data.Dataset):
         imgsz: training/validation size (a multiple of ``stride``).
         augment: enable the training augmentations driven by ``hyp``.
         hyp: hyper-parameters (see :class:`yoloattn.data.augment.AugmentParams`); None = defaults.
-        rect: rectangular batches (images sorted by aspect ratio; shape per batch of
-            ``batch_size``: ``ceil(ratio * imgsz / stride + pad) * stride``); disables mosaic.
+        rect: rectangular batches: ``im_files``/``labels``/``shapes`` are re-ordered by aspect
+            ratio h/w and each run of ``batch_size`` images gets the shape
+            ``ceil(ratio * imgsz / stride + pad) * stride`` (``batch_shapes``); disables mosaic.
         batch_size, stride, pad: rect batch-shape parameters.
         seed: augmentation seed for int indexing.
         cache_dir: scan-cache location override.
@@ -842,7 +889,7 @@ class YoloDataset(torch.utils.data.Dataset):
                 rel[b] = (hi, 1.0)
             elif lo > 1:
                 rel[b] = (1.0, 1.0 / lo)
-        self.batch_shapes = (np.ceil(rel * self.imgsz / self.stride + self.pad).astype(np.int64) * self.stride)
+        self.batch_shapes = np.ceil(rel * self.imgsz / self.stride + self.pad).astype(np.int64) * self.stride
         self.batch_index = bi
 
     def batch_groups(self) -> list[list[int]] | None:
@@ -854,14 +901,13 @@ class YoloDataset(torch.utils.data.Dataset):
 
     # ------------------------------------------------------------------ loading
     def load_image(self, i: int) -> tuple[np.ndarray, tuple[int, int], tuple[int, int]]:
-        """Image ``i`` resized so its long side is ``imgsz``: ``(img, (h0, w0), (h, w))``."""
-        img = read_image(self.im_files[i])
-        h0, w0 = img.shape[:2]
-        r = self.imgsz / max(h0, w0)
-        if r != 1.0:
-            w, h = (min(self.imgsz, max(1, math.ceil(v * r - 1e-9))) for v in (w0, h0))
-            grow = self.augment or r > 1
-            img = resize(img, (w, h), Image.Resampling.BILINEAR if grow else Image.Resampling.BOX)
+        """Image ``i`` resized so its long side is ``imgsz``: ``(img, (h0, w0), (h, w))``.
+
+        Shrinking is bilinear when augmenting and area-like (box filter) otherwise, as in
+        the official loaders (INTER_LINEAR / INTER_AREA).
+        """
+        shrink = Image.Resampling.BILINEAR if self.augment else Image.Resampling.BOX
+        img, (h0, w0) = read_image(self.im_files[i], self.imgsz, shrink)
         return img, (h0, w0), img.shape[:2]
 
     @staticmethod
@@ -872,7 +918,10 @@ class YoloDataset(torch.utils.data.Dataset):
         self, index: int, layout_rng: np.random.Generator, affine_rng: np.random.Generator
     ) -> tuple[np.ndarray, np.ndarray]:
         s = self.imgsz
-        centre = (int(layout_rng.integers(s // 2, s + s // 2 + 1)), int(layout_rng.integers(s // 2, s + s // 2 + 1)))
+        centre = (
+            int(layout_rng.integers(s // 2, s + s // 2 + 1)),
+            int(layout_rng.integers(s // 2, s + s // 2 + 1)),
+        )
         indices = [index, *(int(j) for j in layout_rng.integers(0, len(self), 3))]
         imgs = [self.load_image(j)[0] for j in indices]
         canvas, labels = mosaic4(imgs, [self.labels[j] for j in indices], s, centre)
@@ -914,9 +963,13 @@ class YoloDataset(torch.utils.data.Dataset):
                 if mrng.random() < p.mixup:
                     j = int(mrng.integers(0, len(self)))
                     img2, labels2 = self._mosaic(
-                        j, self._rng(seed, epoch, index, _S_MIXUP, 1), self._rng(seed, epoch, index, _S_MIXUP, 2)
+                        j,
+                        self._rng(seed, epoch, index, _S_MIXUP, 1),
+                        self._rng(seed, epoch, index, _S_MIXUP, 2),
                     )
-                    img, labels = mixup(img, labels, img2, labels2, float(mrng.beta(p.mixup_alpha, p.mixup_alpha)))
+                    img, labels = mixup(
+                        img, labels, img2, labels2, float(mrng.beta(p.mixup_alpha, p.mixup_alpha))
+                    )
         else:
             img, (h0, w0), (h, w) = self.load_image(index)
             shape = (

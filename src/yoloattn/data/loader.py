@@ -97,7 +97,9 @@ class YoloBatchSampler(Sampler[list[SampleKey]]):
         if seed < 0:
             raise ValueError(f"seed must be >= 0, got {seed}")
         if world_size < 1 or (rank != -1 and not 0 <= rank < world_size):
-            raise ValueError(f"rank {rank} is not valid for world_size {world_size} (use -1 for single process)")
+            raise ValueError(
+                f"rank {rank} is not valid for world_size {world_size} (use -1 for single process)"
+            )
         self.n, self.batch_size, self.shuffle, self.seed = n, batch_size, shuffle, seed
         self.rank = rank
         self.world_size = world_size if rank != -1 else 1

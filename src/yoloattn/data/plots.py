@@ -53,7 +53,13 @@ def plot_labels(
     ):
         if len(labels):
             a.hist2d(
-                labels[:, i], labels[:, j], bins=bins, range=[[0, 1], [0, 1]], cmap="Blues", norm=LogNorm(), cmin=1
+                labels[:, i],
+                labels[:, j],
+                bins=bins,
+                range=[[0, 1], [0, 1]],
+                cmap="viridis",
+                norm=LogNorm(),
+                cmin=1,
             )
         a.set_xlim(0, 1)
         a.set_ylim(0, 1)

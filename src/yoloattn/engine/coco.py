@@ -5,6 +5,8 @@ JSON (project spec ``yolo-architectures.md`` section 9.3). ``faster-coco-eval`` 
 same protocol (101 recall points, greedy matching by score, crowd handling, area ranges
 small < 32² <= medium < 96² <= large, at most 100 detections per image) in C++, and gives the
 same numbers much faster. Everything is built in memory: no JSON files are written or read.
+The protocol is the one of "Microsoft COCO: Common Objects in Context" (Lin et al., ECCV 2014)
+and its official evaluation code.
 
 Category ids are ``class + 1`` by default (1..nc), or any mapping passed as ``category_ids``;
 :data:`COCO80_TO_91` maps the 80 contiguous COCO training classes to the official 91-id scheme

@@ -2,7 +2,10 @@
 
 These reproduce the internal numbers printed by the official YOLOv5 ``val.py`` and YOLOv7
 ``test.py`` (project spec ``yolo-architectures.md`` section 9.3). They are close to, but not the
-same as, COCO mAP (see ``yoloattn.engine.coco`` for the COCO-standard numbers).
+same as, COCO mAP (see ``yoloattn.engine.coco`` for the COCO-standard numbers). AP as the area
+under the interpolated precision envelope follows "The PASCAL Visual Object Classes (VOC)
+Challenge" (Everingham et al., IJCV 2010), with COCO's 101 recall points ("Microsoft COCO:
+Common Objects in Context", Lin et al., ECCV 2014).
 
 * IoU thresholds ``iouv = linspace(0.5, 0.95, 10)``.
 * Matching (YOLOv5, :func:`match_predictions`): at each threshold ``t`` the same-class

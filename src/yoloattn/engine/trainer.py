@@ -390,10 +390,7 @@ class Trainer:
         bad_epochs = 0
         for epoch in range(self.start_epoch, cfg.epochs):
             self.model.train()
-            if hasattr(self.train_loader.sampler, "set_epoch"):
-                self.train_loader.sampler.set_epoch(epoch)
-            if hasattr(self.train_set, "set_epoch"):
-                self.train_set.set_epoch(epoch)
+            self.train_loader.set_epoch(epoch)  # shuffle order and augmentation depend on (seed, epoch)
             mloss = self._train_epoch(epoch, nb, nw)
             lrs = [g["lr"] for g in self.optimizer.param_groups]
             self.scheduler.step()
@@ -406,7 +403,7 @@ class Trainer:
             if do_val:
                 metrics, vloss = self._validate()
             fit = fitness(metrics) if do_val else -1.0
-            improved = do_val and fit > self.best_fitness
+            improved = do_val and fit >= self.best_fitness  # ties count, as officially
             if improved:
                 self.best_fitness = fit
             self._write_results(epoch, mloss, metrics, vloss, lrs)

@@ -80,7 +80,6 @@ class Model(nn.Module):
             layers, save, rows = parse_model(cfg, ch)
         self.model = layers
         self.save = save
-        self._save_set = set(save)
         self.rows: list[Row] = rows
         self.nc = int(cfg["nc"])
         names = cfg.get("names")
@@ -181,7 +180,7 @@ class Model(nn.Module):
             if m.f != -1:
                 x = y[m.f] if isinstance(m.f, int) else [x if j == -1 else y[j] for j in m.f]
             x = m(x)
-            y.append(x if m.i in self._save_set else None)
+            y.append(x if m.i in self.save else None)
         return x
 
     def forward(self, x: Tensor) -> Any:

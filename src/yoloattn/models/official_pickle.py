@@ -21,6 +21,9 @@ the pickle names; torch's weights-only loader instead refuses the model classes 
    (``OrderedDict``, ``set``, ``frozenset``, ``slice``, ``complex``, ``bytearray``, torch dtypes,
    ``torch.Size``, ``torch.device``). Anything else (``os.system``, ``builtins.eval``,
    ``subprocess.Popen``, ...) raises :class:`UnsafePickleError` before it can be called.
+3. ``BUILD`` (setting an object's state) is allowed only on placeholders (and ignored for
+   ``OrderedDict`` state dicts, whose ``_metadata`` is dropped), so a pickle cannot set
+   attributes of the allowed functions or classes.
 
 :func:`load_official_checkpoint` then extracts the state dict by walking the placeholders'
 ``_modules`` / ``_parameters`` / ``_buffers`` (preferring ``ema`` over ``model`` as the
@@ -144,12 +147,30 @@ _STORAGE_DTYPES: dict[str, torch.dtype] = {
 _DTYPE_NAMES = {
     str(t).split(".", 1)[1]: t
     for t in (
-        torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.int64, torch.int32,
-        torch.int16, torch.int8, torch.uint8, torch.bool, torch.complex64, torch.complex128,
+        torch.float32,
+        torch.float64,
+        torch.float16,
+        torch.bfloat16,
+        torch.int64,
+        torch.int32,
+        torch.int16,
+        torch.int8,
+        torch.uint8,
+        torch.bool,
+        torch.complex64,
+        torch.complex128,
     )
 }
-_DTYPE_NAMES.update({"float": torch.float32, "double": torch.float64, "half": torch.float16,
-                     "long": torch.int64, "int": torch.int32, "short": torch.int16})
+_DTYPE_NAMES.update(
+    {
+        "float": torch.float32,
+        "double": torch.float64,
+        "half": torch.float16,
+        "long": torch.int64,
+        "int": torch.int32,
+        "short": torch.int16,
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -166,7 +187,9 @@ class _Storage:
     key: str
 
 
-def _as_tensor(storage: Any, offset: Any, size: Any, stride: Any, dtype: torch.dtype | None = None) -> torch.Tensor:
+def _as_tensor(
+    storage: Any, offset: Any, size: Any, stride: Any, dtype: torch.dtype | None = None
+) -> torch.Tensor:
     if not isinstance(storage, _Storage):
         raise UnsafePickleError(f"tensor rebuild got {type(storage).__name__} instead of an archive storage")
     for name, v in (("size", size), ("stride", stride)):
@@ -196,20 +219,36 @@ def _rebuild_tensor(storage: Any, storage_offset: Any, size: Any, stride: Any) -
     return _as_tensor(storage, storage_offset, size, stride)
 
 
-def _rebuild_tensor_v2(storage: Any, storage_offset: Any, size: Any, stride: Any, requires_grad: Any = False,
-                       backward_hooks: Any = None, metadata: Any = None) -> torch.Tensor:
+def _rebuild_tensor_v2(
+    storage: Any,
+    storage_offset: Any,
+    size: Any,
+    stride: Any,
+    requires_grad: Any = False,
+    backward_hooks: Any = None,
+    metadata: Any = None,
+) -> torch.Tensor:
     return _as_tensor(storage, storage_offset, size, stride)
 
 
-def _rebuild_tensor_v3(storage: Any, storage_offset: Any, size: Any, stride: Any, requires_grad: Any,
-                       backward_hooks: Any, dtype: Any, metadata: Any = None) -> torch.Tensor:
+def _rebuild_tensor_v3(
+    storage: Any,
+    storage_offset: Any,
+    size: Any,
+    stride: Any,
+    requires_grad: Any,
+    backward_hooks: Any,
+    dtype: Any,
+    metadata: Any = None,
+) -> torch.Tensor:
     if not isinstance(dtype, torch.dtype):
         raise UnsafePickleError(f"tensor rebuild v3: dtype {dtype!r} is not a torch dtype")
     return _as_tensor(storage, storage_offset, size, stride, dtype)
 
 
-def _rebuild_parameter(data: Any, requires_grad: Any = False, backward_hooks: Any = None,
-                       state: Any = None) -> torch.Tensor:
+def _rebuild_parameter(
+    data: Any, requires_grad: Any = False, backward_hooks: Any = None, state: Any = None
+) -> torch.Tensor:
     if not isinstance(data, torch.Tensor):
         raise UnsafePickleError(f"parameter rebuild got {type(data).__name__}, not a tensor")
     return data
@@ -283,8 +322,9 @@ _ALLOWED_OPCODES = frozenset(
     FROZENSET PUT BINPUT LONG_BINPUT MEMOIZE GET BINGET LONG_BINGET GLOBAL STACK_GLOBAL REDUCE
     BUILD NEWOBJ NEWOBJ_EX BINPERSID""".split()
 )
-_STRING_OPS = frozenset({"STRING", "BINSTRING", "SHORT_BINSTRING", "UNICODE", "SHORT_BINUNICODE",
-                         "BINUNICODE", "BINUNICODE8"})
+_STRING_OPS = frozenset(
+    {"STRING", "BINSTRING", "SHORT_BINSTRING", "UNICODE", "SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8"}
+)
 
 
 def classify_global(module: str, name: str) -> str:
@@ -298,6 +338,7 @@ def classify_global(module: str, name: str) -> str:
 
 
 def _refusal(module: str, name: str, where: str) -> UnsafePickleError:
+    module = _COMPAT_MODULES.get(module, module)
     return UnsafePickleError(
         f"refused global {module}.{name} {where}: it is not a tensor rebuild function, a torch "
         "layer/official model class or a plain container, so this file is not a plain checkpoint "
@@ -355,8 +396,12 @@ def _load_build(self: RestrictedUnpickler) -> None:
     stack = self.stack
     state = stack.pop()
     inst = stack[-1]
+    if type(inst) is OrderedDict:  # a pickled state_dict carries its `_metadata` attribute: dropped
+        return
     if not isinstance(inst, Placeholder):
-        raise UnsafePickleError(f"refused BUILD on {type(inst).__name__}: only placeholder objects take state")
+        raise UnsafePickleError(
+            f"refused BUILD on {type(inst).__name__}: only placeholder objects take state"
+        )
     inst.__setstate__(state)
 
 
@@ -377,7 +422,9 @@ class RestrictedUnpickler(pickle._Unpickler):  # type: ignore[name-defined,misc]
 
     dispatch = _DISPATCH
 
-    def __init__(self, file: io.BytesIO, storage_loader: Callable[[str, torch.dtype, int], torch.Tensor] | None):
+    def __init__(
+        self, file: io.BytesIO, storage_loader: Callable[[str, torch.dtype, int], torch.Tensor] | None
+    ):
         super().__init__(file)
         self._storage_loader = storage_loader
         self._storages: dict[str, _Storage] = {}
@@ -392,8 +439,11 @@ class RestrictedUnpickler(pickle._Unpickler):  # type: ignore[name-defined,misc]
             key = (module, name)
             cls = self._placeholders.get(key)
             if cls is None:
-                cls = type(name, (Placeholder,), {"_pickle_module": module, "_pickle_name": name,
-                                                  "__module__": __name__})
+                cls = type(
+                    name,
+                    (Placeholder,),
+                    {"_pickle_module": module, "_pickle_name": name, "__module__": __name__},
+                )
                 self._placeholders[key] = cls
             return cls
         raise _refusal(module, name, "while unpickling")
@@ -415,7 +465,9 @@ class RestrictedUnpickler(pickle._Unpickler):  # type: ignore[name-defined,misc]
         return st
 
 
-def safe_loads(data: bytes, storage_loader: Callable[[str, torch.dtype, int], torch.Tensor] | None = None) -> Any:
+def safe_loads(
+    data: bytes, storage_loader: Callable[[str, torch.dtype, int], torch.Tensor] | None = None
+) -> Any:
     """Scan, then unpickle ``data`` with :class:`RestrictedUnpickler`."""
     scan_pickle(data)
     try:
@@ -475,6 +527,14 @@ def _is_module(obj: Any) -> bool:
 def extract_state_dict(module: Placeholder, prefix: str = "") -> dict[str, torch.Tensor]:
     """State dict of a placeholder module tree (parameters, persistent buffers, in order)."""
     out: dict[str, torch.Tensor] = {}
+    _walk(module, prefix, out, set())
+    return out
+
+
+def _walk(module: Placeholder, prefix: str, out: dict[str, torch.Tensor], active: set[int]) -> None:
+    if id(module) in active:
+        raise ValueError(f"module tree has a cycle at {prefix or '<root>'}")
+    active.add(id(module))
     non_persistent = module.get("_non_persistent_buffers_set") or set()
     for group in ("_parameters", "_buffers"):
         items = module.get(group) or {}
@@ -491,8 +551,8 @@ def extract_state_dict(module: Placeholder, prefix: str = "") -> dict[str, torch
             continue
         if not _is_module(child):
             raise ValueError(f"{prefix}{name}: expected a module, found {child!r}")
-        out.update(extract_state_dict(child, f"{prefix}{name}."))
-    return out
+        _walk(child, f"{prefix}{name}.", out, active)
+    active.discard(id(module))
 
 
 @dataclass

@@ -155,7 +155,9 @@ def _parse_item(item: str) -> Placement:
         item, where = item.rsplit("@", 1)
         where = where.lower()
         if not where:
-            raise ValueError(f"attention spec item {raw!r}: nothing after '@' (use backbone, neck, all or indices)")
+            raise ValueError(
+                f"attention spec item {raw!r}: nothing after '@' (use backbone, neck, all or indices)"
+            )
     hyper: dict[str, Any] = {}
     if "(" in item:
         if not item.endswith(")"):
@@ -265,9 +267,7 @@ def _sources(row: Sequence[Any], i: int) -> list[tuple[int, int]]:
         if i == 0 and v == -1:
             a = -1
         elif not 0 <= a < i:
-            raise ValueError(
-                f"model config row {i}: 'from' {v} points to row {a}, outside rows 0..{i - 1}"
-            )
+            raise ValueError(f"model config row {i}: 'from' {v} points to row {a}, outside rows 0..{i - 1}")
         out.append((v, a))
     return out
 
@@ -294,8 +294,10 @@ def _preset_points(rows: list[list[Any]], n_backbone: int, where: str) -> list[i
         if spp is not None:
             srcs = _sources(rows[spp], spp)
             if len(srcs) != 1 or srcs[0][1] < 0:
-                raise ValueError(f"row {spp} ({rows[spp][2]}) has {rows[spp][0]!r} as input; "
-                                 "cannot find the end of the backbone, give indices instead")
+                raise ValueError(
+                    f"row {spp} ({rows[spp][2]}) has {rows[spp][0]!r} as input; "
+                    "cannot find the end of the backbone, give indices instead"
+                )
             out.append(srcs[0][1])
         elif n_backbone > 0:
             out.append(n_backbone - 1)
@@ -325,9 +327,7 @@ def insertion_points(cfg: str | dict[str, Any], placement: Placement) -> list[in
     out: list[int] = []
     for i in placement.indices:
         if not 0 <= i < len(rows):
-            raise ValueError(
-                f"{placement}: row {i} is out of range; the config has rows 0..{len(rows) - 1}"
-            )
+            raise ValueError(f"{placement}: row {i} is out of range; the config has rows 0..{len(rows) - 1}")
         if i == det:
             raise ValueError(
                 f"{placement}: row {i} is the {rows[i][2]} head; attention cannot go after it "

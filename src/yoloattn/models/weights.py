@@ -110,8 +110,9 @@ def _atomic_targets(paths: list[Path]) -> list[str]:
     return tmps
 
 
-def save_model(model: nn.Module, path: str | Path, *, meta: dict[str, Any] | None = None,
-               half: bool = False) -> Path:
+def save_model(
+    model: nn.Module, path: str | Path, *, meta: dict[str, Any] | None = None, half: bool = False
+) -> Path:
     """Write ``model`` to ``path`` (``.safetensors``) and its JSON sidecar, atomically.
 
     Args:
@@ -145,7 +146,11 @@ def save_model(model: nn.Module, path: str | Path, *, meta: dict[str, Any] | Non
         "dtype": "float16" if half else "float32",
         "params": int(sum(p.numel() for p in model.parameters())),
         "tensors": len(tensors),
-        "versions": {"yoloattn": __version__, "torch": torch.__version__, "python": platform.python_version()},
+        "versions": {
+            "yoloattn": __version__,
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+        },
         "cfg": cfg,
         "index_map": {str(k): v for k, v in index_map.items()} if index_map else None,
         "meta": meta,
@@ -256,7 +261,9 @@ def load_state_for_transfer(path: str | Path) -> tuple[dict[str, torch.Tensor], 
 
         ck = load_official_checkpoint(path)
         return ck.state_dict, {"cfg": ck.cfg, "names": ck.names, "nc": ck.nc, "source": ck.source}
-    raise ValueError(f"{path}: unknown weights format {path.suffix!r}; expected .safetensors or an official .pt")
+    raise ValueError(
+        f"{path}: unknown weights format {path.suffix!r}; expected .safetensors or an official .pt"
+    )
 
 
 # ----------------------------------------------------------------------------- transfer
@@ -362,6 +369,16 @@ def transfer_weights(
     dst_sd = dst_model.state_dict()
     head_prefix, na = _head_info(dst_model)
     excl = tuple(exclude)
+    if index_map:
+        src_rows = {int(m.group(1)) for m in map(_KEY_RE.match, src_state) if m}
+        beyond = sorted(r for r in src_rows if r not in index_map)
+        if beyond:
+            LOGGER.warning(
+                "source weights have rows %s that the index map does not know; if they come from a "
+                "model that already has attention rows, map rows with "
+                "yoloattn.models.placement.row_map(source_cfg, target_cfg) instead",
+                beyond[:8],
+            )
     report = TransferReport()
     new_state: dict[str, torch.Tensor] = {}
     for sk, t in src_state.items():

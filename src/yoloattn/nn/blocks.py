@@ -7,6 +7,13 @@ so official state dicts load unchanged.
 * YOLOv5: ``Bottleneck``, ``C3`` (CSP bottleneck with 3 convs), ``SPP``, ``SPPF``, ``Focus``.
 * YOLOv7: ``SPPCSPC``, ``MP`` and ``SP`` (the ELAN and MP-Conv patterns are plain YAML rows).
 * Both: ``Concat``.
+
+Papers: the cross-stage-partial split of ``C3``/``SPPCSPC`` follows "CSPNet: A New Backbone that
+can Enhance Learning Capability of CNN" (Wang et al., CVPR Workshops 2020, Fig. 2); the pooling
+pyramid of ``SPP``/``SPPF``/``SPPCSPC`` follows "Spatial Pyramid Pooling in Deep Convolutional
+Networks for Visual Recognition" (He et al., ECCV 2014) in its stride-1, same-size form; YOLOv7
+is "YOLOv7: Trainable bag-of-freebies sets new state-of-the-art for real-time object detectors"
+(Wang, Bochkovskiy, Liao, CVPR 2023). YOLOv5 has no paper; its blocks follow the spec.
 """
 
 from __future__ import annotations

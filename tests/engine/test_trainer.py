@@ -1,0 +1,105 @@
+"""End-to-end training on a tiny synthetic dataset: run folder, exact resume, divergence."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from yoloattn.engine import trainer as tr
+from yoloattn.engine.trainer import RESULT_COLUMNS, TrainConfig, TrainingDiverged, increment_path, train
+
+
+def _cfg(data, tmp_path, **kw):
+    base = dict(model="yolov5n", data=str(data), epochs=2, batch=4, imgsz=64, workers=0, seed=3,
+                project=str(tmp_path / "runs"), name="exp", quiet=True, cache_dir=str(tmp_path / "cache"))
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_increment_path_never_overwrites(tmp_path):
+    assert increment_path(tmp_path / "exp") == tmp_path / "exp"
+    (tmp_path / "exp").mkdir()
+    assert increment_path(tmp_path / "exp") == tmp_path / "exp2"
+    (tmp_path / "exp2").mkdir()
+    assert increment_path(tmp_path / "exp") == tmp_path / "exp3"
+    assert increment_path(tmp_path / "exp", exist_ok=True) == tmp_path / "exp"
+
+
+def test_training_writes_the_run_folder(tiny_data, tmp_path):
+    res = train(_cfg(tiny_data, tmp_path))
+    run = res.run_dir
+    assert run == tmp_path / "runs" / "exp" and res.epochs_done == 2
+    for f in ("args.yaml", "model.yaml", "results.csv", "results.png", "weights/last.safetensors",
+              "weights/last.json", "weights/best.safetensors", "weights/best.json",
+              "weights/last.state.safetensors"):
+        assert (run / f).is_file(), f
+    rows = list(csv.reader((run / "results.csv").open()))
+    assert rows[0] == RESULT_COLUMNS and [r[0] for r in rows[1:]] == ["0", "1"]
+    args = yaml.safe_load((run / "args.yaml").read_text())
+    assert args["model"] == "yolov5n" and args["imgsz"] == 64 and "lr0" in args["hyp_resolved"]
+    assert yaml.safe_load((run / "model.yaml").read_text())["nc"] == 2
+    # a second run gets a new folder
+    res2 = train(_cfg(tiny_data, tmp_path, epochs=1))
+    assert res2.run_dir == tmp_path / "runs" / "exp2"
+
+
+def test_interrupted_and_resumed_run_equals_uninterrupted(tiny_data, tmp_path):
+    full = train(_cfg(tiny_data, tmp_path, epochs=3, name="full", noval=True))
+    part = train(_cfg(tiny_data, tmp_path, epochs=3, name="part", noval=True, stop_after_epochs=1))
+    assert part.epochs_done == 1
+    resumed = train(TrainConfig(resume=str(part.run_dir), quiet=True, workers=0))
+    assert resumed.epochs_done == 3 and resumed.run_dir == part.run_dir
+    a = load_file(str(full.run_dir / "weights" / "last.state.safetensors"))
+    b = load_file(str(part.run_dir / "weights" / "last.state.safetensors"))
+    model_keys = [k for k in a if k.startswith(("model.", "ema.", "optim."))]
+    assert model_keys and set(a) == set(b)
+    for k in model_keys:
+        assert torch.equal(a[k], b[k]), k
+    rows = list(csv.reader((part.run_dir / "results.csv").open()))
+    assert [r[0] for r in rows[1:]] == ["0", "1", "2"]
+    with pytest.raises(ValueError, match="already finished"):
+        train(TrainConfig(resume=str(part.run_dir), quiet=True, workers=0))
+
+
+def test_nan_loss_stops_with_clear_message_and_keeps_checkpoint(tiny_data, tmp_path, monkeypatch):
+    res = train(_cfg(tiny_data, tmp_path, epochs=2, name="nan", noval=True, stop_after_epochs=1))
+    state = res.run_dir / "weights" / "last.state.safetensors"
+    before = state.read_bytes()
+    real_fit = tr.Trainer._train_epoch
+
+    def poisoned(self, epoch, nb, nw):
+        orig = self.loss_fn
+
+        def nan_loss(*a, **k):
+            loss, items = orig(*a, **k)
+            return loss * float("nan"), items
+
+        self.loss_fn = nan_loss
+        return real_fit(self, epoch, nb, nw)
+
+    monkeypatch.setattr(tr.Trainer, "_train_epoch", poisoned)
+    with pytest.raises(TrainingDiverged, match="last good checkpoint"):
+        train(TrainConfig(resume=str(res.run_dir), quiet=True, workers=0))
+    assert state.read_bytes() == before
+
+
+def test_training_with_attention_and_transferred_weights(tiny_data, tmp_path):
+    base = train(_cfg(tiny_data, tmp_path, epochs=1, name="base", noval=True))
+    res = train(_cfg(tiny_data, tmp_path, epochs=1, name="se", attention="se@neck",
+                     weights=str(base.run_dir / "weights" / "last.safetensors"), noval=True))
+    trainer_yaml = yaml.safe_load((res.run_dir / "model.yaml").read_text())
+    keys = [str(r[2]).lower() for r in trainer_yaml["head"]]
+    assert keys.count("se") == 3
+
+
+def test_bad_inputs_are_clear(tiny_data, tmp_path):
+    with pytest.raises(ValueError, match="multiple of the max stride"):
+        train(_cfg(tiny_data, tmp_path, imgsz=70))
+    with pytest.raises(ValueError, match="--data"):
+        train(_cfg("", tmp_path))
+    with pytest.raises(FileNotFoundError, match="args.yaml"):
+        train(TrainConfig(resume=str(tmp_path / "nope")))
