@@ -354,7 +354,14 @@ class Trainer:
         from yoloattn.models.weights import load_state_for_transfer, transfer_weights
 
         src_state, src_meta = load_state_for_transfer(self.cfg.weights)
-        report = transfer_weights(src_state, model, self.index_map)
+        index_map = self.index_map
+        if isinstance(src_meta.get("cfg"), dict):
+            # the source architecture is known: pair its rows with ours (handles sources that
+            # already carry attention rows, and plain base -> placed transfers alike)
+            from yoloattn.models.placement import row_map
+
+            index_map = row_map(src_meta["cfg"], model.yaml)
+        report = transfer_weights(src_state, model, index_map)
         LOGGER.info("weights: %s from %s", report.summary(), self.cfg.weights)
         self.transfer_report = report
 

@@ -34,7 +34,7 @@ class Variant:
 
     @property
     def slug(self) -> str:
-        return re.sub(r"[^A-Za-z0-9_.+-]+", "_", self.name)
+        return re.sub(r"[^A-Za-z0-9_.+@=-]+", "_", self.name)
 
 
 @dataclass
