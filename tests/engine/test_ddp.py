@@ -1,0 +1,27 @@
+"""DistributedDataParallel smoke test: 2 CPU processes (gloo) under torchrun, a few steps."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import yaml
+
+
+def test_torchrun_two_cpu_processes(tiny_data, tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+           "-m", "yoloattn.cli", "train", "--model", "yolov5n", "--data", str(tiny_data), "--epochs", "2",
+           "--imgsz", "64", "--batch", "2", "--workers", "0", "--device", "cpu", "--quiet",
+           "--project", str(tmp_path / "runs"), "--cache-dir", str(tmp_path / "cache")]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    runs = sorted(p.name for p in (tmp_path / "runs").iterdir())
+    assert runs == ["exp"], runs  # only rank 0 creates the run folder
+    run = tmp_path / "runs" / "exp"
+    assert (run / "weights" / "last.state.safetensors").is_file()
+    rows = (run / "results.csv").read_text().strip().splitlines()
+    assert len(rows) == 3  # header + 2 epochs, written once
+    assert yaml.safe_load((run / "args.yaml").read_text())["epochs"] == 2
+    assert proc.stdout.count("done: 2 epochs") == 1  # rank 0 reports
