@@ -33,6 +33,7 @@ def main() -> None:
     ap.add_argument("--target", type=float, default=0.9)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--lr0", type=float, default=0.01)
+    ap.add_argument("--repeat", type=int, default=4, help="list each image this many times per epoch")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -45,7 +46,8 @@ def main() -> None:
     images = sorted(find_images(dcfg.train)[0])[: args.images]
     tmp = Path(tempfile.mkdtemp(prefix="overfit-"))
     (tmp / "list.txt").write_text("\n".join(str(p) for p in images) + "\n")
-    (tmp / "data.yaml").write_text(yaml.safe_dump({"train": str(tmp / "list.txt"), "val": str(tmp / "list.txt"),
+    (tmp / "train.txt").write_text("\n".join(str(p) for p in images * args.repeat) + "\n")
+    (tmp / "data.yaml").write_text(yaml.safe_dump({"train": str(tmp / "train.txt"), "val": str(tmp / "list.txt"),
                                                    "nc": dcfg.nc, "names": list(dcfg.names)}))
     cfg = TrainConfig(model="yolov5n", data=str(tmp / "data.yaml"), epochs=args.max_epochs, batch=args.images,
                       imgsz=args.imgsz, workers=0, seed=0, project=str(tmp / "runs"), name="overfit", noval=True,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from onnx_check import assert_onnx_matches
 from torch import nn
 
 from yoloattn.attention import create_attention, get_attention_info, list_attention
@@ -167,9 +168,13 @@ def test_gradients_reach_every_parameter(key):
     x = torch.randn(2, 64, *_size(info), requires_grad=True)
     (m(x) * torch.randn_like(x)).sum().backward()
     assert x.grad is not None and x.grad.abs().sum() > 0
+    inactive = set(getattr(info.cls, "inactive_parameters", ()))
     for name, p in m.named_parameters():
         assert p.grad is not None, f"{key}.{name} got no gradient"
         assert torch.isfinite(p.grad).all(), f"{key}.{name} non-finite gradient"
+        if name in inactive:  # documented as cancelling out: its gradient is round-off only
+            assert p.grad.abs().max() < 1e-3 * max(q.grad.abs().max() for q in m.parameters()), name
+            continue
         assert p.grad.abs().sum() > 0, f"{key}.{name} gradient is zero"
 
 
@@ -224,33 +229,25 @@ def test_float64_and_bfloat16_autocast(key):
         assert err < 0.1, f"{key}: bf16 relative error {err:.3f}"
 
 
-def _onnx_roundtrip(m: nn.Module, sizes, channels: int = 64) -> None:
-    import io
-    import warnings
+# Modules that cannot export to ONNX with dynamic H/W (opset 17). The spec flagged ceca (circular
+# pad), fca (adaptive pooling) and outlook (col2im); ours avoid those ops, so the list is empty.
+EXPECTED_NO_ONNX: set[str] = set()
 
-    import onnxruntime as ort
 
-    f = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            m,
-            (torch.randn(1, channels, *sizes[0]),),
-            f,
-            dynamo=False,
-            opset_version=17,
-            input_names=["x"],
-            output_names=["y"],
-            dynamic_axes={"x": {0: "n", 2: "h", 3: "w"}, "y": {0: "n", 2: "h", 3: "w"}},
-        )
-    sess = ort.InferenceSession(f.getvalue(), providers=["CPUExecutionProvider"])
-    for h, w in sizes:
-        x = torch.randn(2, channels, h, w)
-        with torch.no_grad():
-            ref = m(x).numpy()
-        out = sess.run(None, {"x": x.numpy()})[0]
-        assert out.shape == ref.shape
-        assert abs(out - ref).max() < 1e-4 * max(1.0, abs(ref).max()), f"ONNX mismatch at {h}x{w}"
+def test_onnx_exportability_metadata_is_exactly_the_expected_list():
+    assert {i.key for i in INFOS if not i.onnx} == EXPECTED_NO_ONNX
+    for i in INFOS:
+        if not i.onnx:
+            assert i.onnx_note, f"{i.key}: onnx=False needs onnx_note"
+
+
+def test_zoo_has_at_least_40_modules_with_issue9_keys():
+    keys = set(KEYS)
+    wanted = set(
+        "ese ceca gct srm fca splat epsa psa_p psa_s cpca parnet soca cc danet a2 cot bra mhsa acmix "
+        "external outlook s2mlp msca lsk lska".split()
+    )
+    assert len(keys) >= 40 and not wanted - keys, sorted(wanted - keys)
 
 
 @pytest.mark.parametrize("key", [i.key for i in INFOS if i.onnx])
@@ -262,4 +259,4 @@ def test_onnx_export_dynamic_hw(key):
         sizes = [info.fixed_size, info.fixed_size]
     else:
         sizes = [(14, 21), (20, 20)]
-    _onnx_roundtrip(m, sizes)
+    assert_onnx_matches(m, 64, sizes[0], sizes, rtol_scale=1e-4, label=key)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from yoloattn.cli.train import add_train_options, parse_overrides
+from yoloattn.cli.train import add_train_options, train_options
 
 DEMO = {"model": "yolov5n", "attention": "se,cbam,bam", "seeds": 2, "epochs": 4, "imgsz": 320, "name": "demo"}
 
@@ -56,26 +56,9 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError("--data is required when --weights is given")
         data, weights = args.data, args.weights
     pick = lambda v, k, default: v if v is not None else (DEMO[k] if demo else default)  # noqa: E731
-    train_opts = dict(
-        epochs=pick(args.epochs, "epochs", 100),
-        batch=args.batch,
-        imgsz=pick(args.imgsz, "imgsz", 640),
-        hyp=args.hyp,
-        hyp_overrides=parse_overrides(args.overrides),
-        optimizer=args.optimizer,
-        lr_schedule=args.lr_schedule,
-        device=args.device,
-        workers=args.workers,
-        val_interval=args.val_interval,
-        noval=args.noval,
-        freeze=list(args.freeze),
-        sync_bn=args.sync_bn,
-        amp=args.amp,
-        label_smoothing=args.label_smoothing,
-        patience=args.patience,
-        cache_dir=args.cache_dir,
-        quiet=args.quiet,
-    )
+    train_opts = train_options(args)
+    if demo:
+        train_opts.update(epochs=pick(args.epochs, "epochs", 100), imgsz=pick(args.imgsz, "imgsz", 640))
     if demo and not args.overrides:
         # fine-tuning for a few epochs: no warmup, no mosaic at this tiny scale (see docs/demo.md)
         train_opts["hyp_overrides"] = {"warmup_epochs": 0.0, "lr0": 0.005}

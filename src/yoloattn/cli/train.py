@@ -96,27 +96,18 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     return p
 
 
-def config_from_args(args: argparse.Namespace, **override: Any):
-    from yoloattn.engine.trainer import TrainConfig
-
-    kw = dict(
-        model=args.model,
-        data=args.data or "",
-        attention=args.attention,
-        weights=args.weights,
+def train_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The TrainConfig options of :func:`add_train_options`, shared by ``train`` and ``compare``."""
+    return dict(
         epochs=args.epochs or 100,
         batch=args.batch,
-        imgsz=args.imgsz,
+        imgsz=args.imgsz or 640,
         hyp=args.hyp,
         hyp_overrides=parse_overrides(args.overrides),
         optimizer=args.optimizer,
         lr_schedule=args.lr_schedule,
         device=args.device,
         workers=args.workers,
-        seed=args.seed,
-        project=args.project,
-        name=args.name,
-        exist_ok=args.exist_ok,
         val_interval=args.val_interval,
         noval=args.noval,
         freeze=list(args.freeze),
@@ -127,8 +118,22 @@ def config_from_args(args: argparse.Namespace, **override: Any):
         cache_dir=args.cache_dir,
         quiet=args.quiet,
     )
-    kw.update(override)
-    return TrainConfig(**kw)
+
+
+def config_from_args(args: argparse.Namespace):
+    from yoloattn.engine.trainer import TrainConfig
+
+    return TrainConfig(
+        model=args.model,
+        data=args.data or "",
+        attention=args.attention,
+        weights=args.weights,
+        seed=args.seed,
+        project=args.project,
+        name=args.name,
+        exist_ok=args.exist_ok,
+        **train_options(args),
+    )
 
 
 def run(args: argparse.Namespace) -> int:
