@@ -12,8 +12,10 @@ project spec (``yolo-architectures.md`` sections 9.1 and 9.2):
    (boxes shifted by ``class * max_wh``, then ``torchvision.ops.nms``) and the best ``max_det``
    survive.
 
-``scale_boxes`` undoes the letterbox of section 9.1 (scale by the resize gain, remove the
-padding) and ``clip_boxes`` clips to the original image.
+``scale_boxes`` undoes the letterbox of section 9.1 (remove the padding, divide by the resize
+gain, clip to the original image) with the official single-gain rule. It and the box-format
+helpers ``xywh2xyxy``, ``xyxy2xywh`` and ``clip_boxes`` are implemented once, in
+:mod:`yoloattn.data.boxes`, and re-exported here.
 """
 
 from __future__ import annotations
@@ -21,12 +23,14 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from typing import Any, TypeVar
+from typing import Any
 
-import numpy as np
 import torch
 import torchvision
 from torchvision.ops import box_convert
+
+from yoloattn.data import boxes as _boxes
+from yoloattn.data.boxes import BoxArray, clip_boxes, xywh2xyxy, xyxy2xywh
 
 __all__ = [
     "VAL_NMS",
@@ -40,8 +44,6 @@ __all__ = [
 ]
 
 LOGGER = logging.getLogger(__name__)
-
-BoxesT = TypeVar("BoxesT", torch.Tensor, np.ndarray)
 
 #: Validation settings of YOLOv5 ``val.py`` (spec 9.2 table). Copy before editing:
 #: ``non_max_suppression(pred, **{**VAL_NMS, "iou_thres": 0.65})``.
@@ -60,30 +62,6 @@ NMS_PRESETS: dict[str, dict[str, Any]] = {
         conf_thres=0.25, iou_thres=0.45, multi_label=False, max_det=300, max_wh=4096, nc1_obj_only=True
     ),
 }
-
-
-# --------------------------------------------------------------------------------------------
-# box formats
-# --------------------------------------------------------------------------------------------
-def _convert(boxes: BoxesT, in_fmt: str, out_fmt: str) -> BoxesT:
-    if isinstance(boxes, np.ndarray):
-        out = box_convert(torch.from_numpy(np.ascontiguousarray(boxes)).reshape(-1, 4), in_fmt, out_fmt)
-        return out.numpy().reshape(boxes.shape)
-    if not isinstance(boxes, torch.Tensor):
-        raise TypeError(f"boxes must be a torch.Tensor or numpy.ndarray, got {type(boxes).__name__}")
-    if boxes.shape[-1] != 4:
-        raise ValueError(f"boxes must have 4 values in the last dimension, got shape {tuple(boxes.shape)}")
-    return box_convert(boxes.reshape(-1, 4), in_fmt, out_fmt).reshape(boxes.shape)
-
-
-def xywh2xyxy(boxes: BoxesT) -> BoxesT:
-    """Centre ``(cx, cy, w, h)`` to corner ``(x1, y1, x2, y2)`` boxes, shape ``[..., 4]``."""
-    return _convert(boxes, "cxcywh", "xyxy")
-
-
-def xyxy2xywh(boxes: BoxesT) -> BoxesT:
-    """Corner ``(x1, y1, x2, y2)`` to centre ``(cx, cy, w, h)`` boxes, shape ``[..., 4]``."""
-    return _convert(boxes, "xyxy", "cxcywh")
 
 
 # --------------------------------------------------------------------------------------------
@@ -209,65 +187,22 @@ def _class_aware_nms(det: torch.Tensor, iou_thres: float, agnostic: bool, max_wh
 
 
 # --------------------------------------------------------------------------------------------
-# letterbox inverse
+# letterbox inverse (the implementation is yoloattn.data.boxes.scale_boxes)
 # --------------------------------------------------------------------------------------------
-def _copy_float(boxes: BoxesT) -> BoxesT:
-    if isinstance(boxes, torch.Tensor):
-        return boxes.clone() if boxes.is_floating_point() else boxes.float()
-    if isinstance(boxes, np.ndarray):
-        return boxes.astype(np.float64 if boxes.dtype.kind != "f" else boxes.dtype, copy=True)
-    raise TypeError(f"boxes must be a torch.Tensor or numpy.ndarray, got {type(boxes).__name__}")
-
-
-def clip_boxes(boxes: BoxesT, shape: Sequence[int]) -> BoxesT:
-    """Clip ``xyxy`` boxes ``[..., 4]`` to an image of ``shape = (h, w, ...)``; returns a copy."""
-    if len(shape) < 2:
-        raise ValueError(f"shape must be (height, width[, channels]), got {tuple(shape)}")
-    out = _copy_float(boxes)
-    if out.shape[-1] < 4:
-        raise ValueError(f"boxes must have at least 4 values in the last dimension, got {tuple(out.shape)}")
-    h, w = float(shape[0]), float(shape[1])
-    if isinstance(out, torch.Tensor):
-        out[..., 0].clamp_(0, w)
-        out[..., 1].clamp_(0, h)
-        out[..., 2].clamp_(0, w)
-        out[..., 3].clamp_(0, h)
-    else:
-        out[..., [0, 2]] = out[..., [0, 2]].clip(0, w)
-        out[..., [1, 3]] = out[..., [1, 3]].clip(0, h)
-    return out
-
-
 def scale_boxes(
-    img1_shape: Sequence[int],
-    boxes: BoxesT,
+    img1_shape: int | Sequence[int],
+    boxes: BoxArray,
     img0_shape: Sequence[int],
     ratio_pad: Sequence[Any] | None = None,
-) -> BoxesT:
-    """Map ``xyxy`` boxes from the letterboxed image back to the original image; returns a copy.
+    clip: bool = True,
+) -> BoxArray:
+    """:func:`yoloattn.data.boxes.scale_boxes` with ``official=True`` (YOLOv5/YOLOv7 ``val.py``).
 
-    Args:
-        img1_shape: ``(h, w)`` of the network input (letterboxed image).
-        boxes: ``[..., 4+]`` boxes in ``img1`` pixels (extra columns are copied unchanged).
-        img0_shape: ``(h0, w0[, c])`` of the original image.
-        ratio_pad: ``((gain_h, gain_w), (pad_w, pad_h))`` as recorded by the data loader; only
-            ``gain_h`` is used, as in the official code. ``None`` recomputes them for a centred
-            letterbox: ``gain = min(h/h0, w/w0)``, ``pad = ((w - w0*gain)/2, (h - h0*gain)/2)``.
+    Maps ``xyxy`` boxes ``[..., 4 + k]`` from the letterboxed image ``img1_shape = (h, w)`` back
+    to ``img0_shape = (h0, w0[, c])`` and returns a copy (extra columns unchanged, clipped to the
+    original image unless ``clip=False``). ``ratio_pad = ((gain_h, gain_w), (pad_w, pad_h))`` as
+    recorded by the data loader; only ``gain_h`` is used, for both axes, as in the official code.
+    ``None`` recomputes a centred letterbox: ``gain = min(h / h0, w / w0)``,
+    ``pad = ((w - w0 * gain) / 2, (h - h0 * gain) / 2)`` (unrounded).
     """
-    if len(img1_shape) < 2 or len(img0_shape) < 2:
-        raise ValueError(f"shapes must be (h, w[, c]); got img1_shape={img1_shape}, img0_shape={img0_shape}")
-    if ratio_pad is None:
-        gain = min(img1_shape[0] / img0_shape[0], img1_shape[1] / img0_shape[1])
-        pad_w = (img1_shape[1] - img0_shape[1] * gain) / 2
-        pad_h = (img1_shape[0] - img0_shape[0] * gain) / 2
-    else:
-        ratio, pad = ratio_pad[0], ratio_pad[1]
-        gain = float(ratio[0]) if isinstance(ratio, (Sequence, np.ndarray, torch.Tensor)) else float(ratio)
-        pad_w, pad_h = float(pad[0]), float(pad[1])
-    if gain <= 0:
-        raise ValueError(f"letterbox gain must be > 0, got {gain} (img1={img1_shape}, img0={img0_shape})")
-    out = _copy_float(boxes)
-    out[..., [0, 2]] -= pad_w
-    out[..., [1, 3]] -= pad_h
-    out[..., :4] /= gain
-    return clip_boxes(out, img0_shape)
+    return _boxes.scale_boxes(img1_shape, boxes, img0_shape, ratio_pad, clip, official=True)
