@@ -262,3 +262,14 @@ def test_plots_are_written(tmp_path) -> None:
         plot_results_csv(tmp_path / "missing.csv")
     with pytest.raises(ValueError, match="square"):
         plot_confusion_matrix(np.zeros((2, 3)), tmp_path / "x.png")
+
+
+def test_smooth_keeps_length_for_any_size():
+    import numpy as np
+
+    from yoloattn.engine.metrics import smooth
+
+    for n in (1, 2, 3, 20, 59, 60, 61, 100, 1000):
+        y = np.linspace(0, 1, n)
+        assert smooth(y).shape == (n,), n
+    assert np.allclose(smooth(np.ones(60)), 1.0)

@@ -17,6 +17,7 @@ from typing import Any
 
 from yoloattn.cli.train import add_train_options, train_options
 
+DEMO_HYP = {"warmup_epochs": 0.0, "lr0": 0.005, "mosaic": 0.0}
 DEMO = {"model": "yolov5n", "attention": "se,cbam,bam", "seeds": 2, "epochs": 4, "imgsz": 320, "name": "demo"}
 
 
@@ -60,8 +61,11 @@ def run(args: argparse.Namespace) -> int:
     if demo:
         train_opts.update(epochs=pick(args.epochs, "epochs", 100), imgsz=pick(args.imgsz, "imgsz", 640))
     if demo and not args.overrides:
-        # fine-tuning for a few epochs: no warmup, no mosaic at this tiny scale (see docs/demo.md)
-        train_opts["hyp_overrides"] = {"warmup_epochs": 0.0, "lr0": 0.005}
+        # a short fine-tune: no warmup, a smaller lr, no mosaic, one optimizer step per batch
+        # (docs/demo.md)
+        train_opts["hyp_overrides"] = dict(DEMO_HYP)
+        if args.nbs == 64:
+            train_opts["nbs"] = train_opts["batch"]
     cfg = CompareConfig(
         model=pick(args.model, "model", "yolov5s"),
         data=data,

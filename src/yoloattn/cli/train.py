@@ -61,6 +61,8 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm under DDP")
     p.add_argument("--no-amp", dest="amp", action="store_false", help="disable mixed precision on CUDA")
     p.add_argument("--label-smoothing", type=float, default=0.0)
+    p.add_argument("--nbs", type=int, default=64,
+                   help="nominal batch size: gradients accumulate to it (weight decay scales with it)")
     p.add_argument("--patience", type=int, default=0, help="stop after N validations without improvement")
     p.add_argument("--cache-dir", default=None, help="where label-scan caches go if the dataset is read-only")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -114,6 +116,7 @@ def train_options(args: argparse.Namespace) -> dict[str, Any]:
         sync_bn=args.sync_bn,
         amp=args.amp,
         label_smoothing=args.label_smoothing,
+        nbs=args.nbs,
         patience=args.patience,
         cache_dir=args.cache_dir,
         quiet=args.quiet,

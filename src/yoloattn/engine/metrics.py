@@ -177,6 +177,7 @@ def compute_ap(
 def smooth(y: np.ndarray, fraction: float = 0.05) -> np.ndarray:
     """Box-filter ``y`` with an odd window of about ``2 * fraction * len(y)`` points, edges held."""
     n = round(len(y) * fraction * 2) // 2 + 1
+    n += 1 - n % 2  # odd, so the output keeps len(y) (51 for the 1000-point curves, as officially)
     half = np.ones(n // 2)
     padded = np.concatenate((half * y[0], y, half * y[-1]))
     return np.convolve(padded, np.ones(n) / n, mode="valid")
