@@ -67,3 +67,29 @@ def test_not_a_state_file_is_rejected(tmp_path):
         ck.load_training_state(p)
     with pytest.raises(FileNotFoundError):
         ck.load_training_state(tmp_path / "missing.safetensors")
+
+
+def test_written_files_are_ordinary_readable_files(tmp_path):
+    import os
+    import stat
+
+    m, opt, ema = _setup()
+    path = tmp_path / "s.safetensors"
+    ck.save_training_state(path, model=m, ema=ema, optimizer=opt, scaler=None, epoch=0, best_fitness=0.0)
+    mask = os.umask(0)
+    os.umask(mask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~mask
+
+
+def test_saved_weights_are_ordinary_readable_files(tmp_path):
+    import os
+    import stat
+
+    from yoloattn.models.detector import build_model
+    from yoloattn.models.weights import save_model
+
+    p = save_model(build_model("yolov5n", nc=1), tmp_path / "w.safetensors")
+    mask = os.umask(0)
+    os.umask(mask)
+    for f in (p, p.with_suffix(".json")):
+        assert stat.S_IMODE(f.stat().st_mode) == 0o666 & ~mask, f

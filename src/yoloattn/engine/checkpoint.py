@@ -25,6 +25,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from yoloattn.models.weights import _umask
+
 __all__ = ["save_training_state", "load_training_state", "atomic_save_file", "capture_rng", "restore_rng"]
 
 
@@ -35,6 +37,7 @@ def atomic_save_file(tensors: dict[str, torch.Tensor], path: str | Path, metadat
     os.close(fd)
     try:
         save_file(tensors, tmp, metadata=metadata)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; checkpoints are ordinary files
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

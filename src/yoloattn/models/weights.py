@@ -110,6 +110,12 @@ def _atomic_targets(paths: list[Path]) -> list[str]:
     return tmps
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def save_model(
     model: nn.Module, path: str | Path, *, meta: dict[str, Any] | None = None, half: bool = False
 ) -> Path:
@@ -162,6 +168,8 @@ def save_model(
         save_file(tensors, tmp_st, metadata={"format": "pt", _HEADER_KEY: text})
         with open(tmp_js, "w", encoding="utf-8") as f:
             f.write(text + "\n")
+        for tmp in (tmp_st, tmp_js):
+            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; these are ordinary files
         os.replace(tmp_st, path)
         os.replace(tmp_js, side)
     except BaseException:
