@@ -19,8 +19,21 @@ import torch
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-NO_AUG = dict(mosaic=0.0, mixup=0.0, hsv_h=0.0, hsv_s=0.0, hsv_v=0.0, fliplr=0.0, flipud=0.0, translate=0.0,
-              scale=0.0, degrees=0.0, shear=0.0, perspective=0.0, warmup_epochs=0.0)
+NO_AUG = dict(
+    mosaic=0.0,
+    mixup=0.0,
+    hsv_h=0.0,
+    hsv_s=0.0,
+    hsv_v=0.0,
+    fliplr=0.0,
+    flipud=0.0,
+    translate=0.0,
+    scale=0.0,
+    degrees=0.0,
+    shear=0.0,
+    perspective=0.0,
+    warmup_epochs=0.0,
+)
 
 
 def main() -> None:
@@ -47,15 +60,38 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="overfit-"))
     (tmp / "list.txt").write_text("\n".join(str(p) for p in images) + "\n")
     (tmp / "train.txt").write_text("\n".join(str(p) for p in images * args.repeat) + "\n")
-    (tmp / "data.yaml").write_text(yaml.safe_dump({"train": str(tmp / "train.txt"), "val": str(tmp / "list.txt"),
-                                                   "nc": dcfg.nc, "names": list(dcfg.names)}))
-    cfg = TrainConfig(model="yolov5n", data=str(tmp / "data.yaml"), epochs=args.max_epochs, batch=args.images,
-                      imgsz=args.imgsz, workers=0, seed=0, project=str(tmp / "runs"), name="overfit", noval=True,
-                      quiet=True, nbs=args.images, hyp_overrides={**NO_AUG, "lr0": args.lr0},
-                      cache_dir=str(tmp / "cache"), lr_schedule="linear")
+    (tmp / "data.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "train": str(tmp / "train.txt"),
+                "val": str(tmp / "list.txt"),
+                "nc": dcfg.nc,
+                "names": list(dcfg.names),
+            }
+        )
+    )
+    cfg = TrainConfig(
+        model="yolov5n",
+        data=str(tmp / "data.yaml"),
+        epochs=args.max_epochs,
+        batch=args.images,
+        imgsz=args.imgsz,
+        workers=0,
+        seed=0,
+        project=str(tmp / "runs"),
+        name="overfit",
+        noval=True,
+        quiet=True,
+        nbs=args.images,
+        hyp_overrides={**NO_AUG, "lr0": args.lr0},
+        cache_dir=str(tmp / "cache"),
+        lr_schedule="linear",
+    )
     t = Trainer(cfg)
     t.setup()
-    _, loader = build_val_loader(str(tmp / "data.yaml"), args.imgsz, args.images, t.gs, cache_dir=str(tmp / "cache"))
+    _, loader = build_val_loader(
+        str(tmp / "data.yaml"), args.imgsz, args.images, t.gs, cache_dir=str(tmp / "cache")
+    )
     nb = len(t.train_loader)
     seen, train_time, map50, epoch = 0, 0.0, 0.0, 0
     t0 = time.time()
@@ -70,14 +106,19 @@ def main() -> None:
         if (epoch + 1) % args.eval_every == 0 or epoch + 1 == args.max_epochs:
             m = evaluate(t.ema.ema, loader, list(dcfg.names), t.device, verbose=False, coco=False).metrics
             map50 = m["map50"]
-            print(f"epoch {epoch + 1:4d}  mAP50 {map50:.4f}  mAP50-95 {m['map']:.4f}  "
-                  f"{seen / train_time:.1f} img/s  {time.time() - t0:.0f} s", flush=True)
+            print(
+                f"epoch {epoch + 1:4d}  mAP50 {map50:.4f}  mAP50-95 {m['map']:.4f}  "
+                f"{seen / train_time:.1f} img/s  {time.time() - t0:.0f} s",
+                flush=True,
+            )
             if map50 > args.target:
                 break
     ok = "PASS" if map50 > args.target else "FAIL"
-    print(f"{ok}: mAP50 {map50:.4f} on the {len(images)} training images after {epoch + 1} epochs, "
-          f"{time.time() - t0:.0f} s in all, training throughput {seen / train_time:.1f} images/s "
-          f"({args.threads} threads, {args.imgsz} px)")
+    print(
+        f"{ok}: mAP50 {map50:.4f} on the {len(images)} training images after {epoch + 1} epochs, "
+        f"{time.time() - t0:.0f} s in all, training throughput {seen / train_time:.1f} images/s "
+        f"({args.threads} threads, {args.imgsz} px)"
+    )
 
 
 if __name__ == "__main__":

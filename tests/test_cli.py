@@ -32,13 +32,53 @@ def test_modules_formats(capsys):
 
 def test_train_val_predict_round_trip(tiny_data, tmp_path, capsys):
     runs = tmp_path / "runs"
-    assert main(["train", "--model", "yolov5n", "--data", str(tiny_data), "--epochs", "1", "--imgsz", "64",
-                 "--batch", "4", "--workers", "0", "--quiet", "--project", str(runs / "train"),
-                 "--cache-dir", str(tmp_path / "c"), "--set", "mosaic=0,lr0=0.02"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--model",
+                "yolov5n",
+                "--data",
+                str(tiny_data),
+                "--epochs",
+                "1",
+                "--imgsz",
+                "64",
+                "--batch",
+                "4",
+                "--workers",
+                "0",
+                "--quiet",
+                "--project",
+                str(runs / "train"),
+                "--cache-dir",
+                str(tmp_path / "c"),
+                "--set",
+                "mosaic=0,lr0=0.02",
+            ]
+        )
+        == 0
+    )
     run = runs / "train" / "exp"
     assert "mosaic: 0.0" in (run / "args.yaml").read_text()
-    assert main(["val", "--weights", str(run), "--data", str(tiny_data), "--imgsz", "64",
-                 "--project", str(runs / "val"), "--samples", "2"]) == 0
+    assert (
+        main(
+            [
+                "val",
+                "--weights",
+                str(run),
+                "--data",
+                str(tiny_data),
+                "--imgsz",
+                "64",
+                "--project",
+                str(runs / "val"),
+                "--samples",
+                "2",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "mAP50-95" in out and "COCO-standard" in out and "Speed per image" in out
     val = runs / "val" / "exp"
@@ -49,9 +89,25 @@ def test_train_val_predict_round_trip(tiny_data, tmp_path, capsys):
     images = tiny_data.parent / "images" / "val"
     bad = tmp_path / "broken.jpg"
     bad.write_bytes(b"not a jpeg")
-    rc = main(["predict", "--weights", str(run / "weights" / "last.safetensors"), "--source", str(images),
-               str(bad), str(tmp_path / "missing"), "--imgsz", "64", "--conf", "0.0001", "--save-txt",
-               "--save-json", "--project", str(runs / "predict")])
+    rc = main(
+        [
+            "predict",
+            "--weights",
+            str(run / "weights" / "last.safetensors"),
+            "--source",
+            str(images),
+            str(bad),
+            str(tmp_path / "missing"),
+            "--imgsz",
+            "64",
+            "--conf",
+            "0.0001",
+            "--save-txt",
+            "--save-json",
+            "--project",
+            str(runs / "predict"),
+        ]
+    )
     assert rc == 0
     cap = capsys.readouterr()
     assert "does not exist" in cap.err and "cannot read image" in cap.err

@@ -11,10 +11,37 @@ import yaml
 
 def test_torchrun_two_cpu_processes(tiny_data, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
-           "-m", "yoloattn.cli", "train", "--model", "yolov5n", "--data", str(tiny_data), "--epochs", "2",
-           "--imgsz", "64", "--batch", "2", "--workers", "0", "--device", "cpu", "--quiet",
-           "--project", str(tmp_path / "runs"), "--cache-dir", str(tmp_path / "cache")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        "29517",
+        "-m",
+        "yoloattn.cli",
+        "train",
+        "--model",
+        "yolov5n",
+        "--data",
+        str(tiny_data),
+        "--epochs",
+        "2",
+        "--imgsz",
+        "64",
+        "--batch",
+        "2",
+        "--workers",
+        "0",
+        "--device",
+        "cpu",
+        "--quiet",
+        "--project",
+        str(tmp_path / "runs"),
+        "--cache-dir",
+        str(tmp_path / "cache"),
+    ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     runs = sorted(p.name for p in (tmp_path / "runs").iterdir())

@@ -14,8 +14,19 @@ from yoloattn.engine.trainer import RESULT_COLUMNS, TrainConfig, TrainingDiverge
 
 
 def _cfg(data, tmp_path, **kw):
-    base = dict(model="yolov5n", data=str(data), epochs=2, batch=4, imgsz=64, workers=0, seed=3,
-                project=str(tmp_path / "runs"), name="exp", quiet=True, cache_dir=str(tmp_path / "cache"))
+    base = dict(
+        model="yolov5n",
+        data=str(data),
+        epochs=2,
+        batch=4,
+        imgsz=64,
+        workers=0,
+        seed=3,
+        project=str(tmp_path / "runs"),
+        name="exp",
+        quiet=True,
+        cache_dir=str(tmp_path / "cache"),
+    )
     base.update(kw)
     return TrainConfig(**base)
 
@@ -33,9 +44,17 @@ def test_training_writes_the_run_folder(tiny_data, tmp_path):
     res = train(_cfg(tiny_data, tmp_path))
     run = res.run_dir
     assert run == tmp_path / "runs" / "exp" and res.epochs_done == 2
-    for f in ("args.yaml", "model.yaml", "results.csv", "results.png", "weights/last.safetensors",
-              "weights/last.json", "weights/best.safetensors", "weights/best.json",
-              "weights/last.state.safetensors"):
+    for f in (
+        "args.yaml",
+        "model.yaml",
+        "results.csv",
+        "results.png",
+        "weights/last.safetensors",
+        "weights/last.json",
+        "weights/best.safetensors",
+        "weights/best.json",
+        "weights/last.state.safetensors",
+    ):
         assert (run / f).is_file(), f
     rows = list(csv.reader((run / "results.csv").open()))
     assert rows[0] == RESULT_COLUMNS and [r[0] for r in rows[1:]] == ["0", "1"]
@@ -89,8 +108,17 @@ def test_nan_loss_stops_with_clear_message_and_keeps_checkpoint(tiny_data, tmp_p
 
 def test_training_with_attention_and_transferred_weights(tiny_data, tmp_path):
     base = train(_cfg(tiny_data, tmp_path, epochs=1, name="base", noval=True))
-    res = train(_cfg(tiny_data, tmp_path, epochs=1, name="se", attention="se@neck",
-                     weights=str(base.run_dir / "weights" / "last.safetensors"), noval=True))
+    res = train(
+        _cfg(
+            tiny_data,
+            tmp_path,
+            epochs=1,
+            name="se",
+            attention="se@neck",
+            weights=str(base.run_dir / "weights" / "last.safetensors"),
+            noval=True,
+        )
+    )
     trainer_yaml = yaml.safe_load((res.run_dir / "model.yaml").read_text())
     keys = [str(r[2]).lower() for r in trainer_yaml["head"]]
     assert keys.count("se") == 3

@@ -49,8 +49,12 @@ def test_summary_statistics_on_constructed_results():
 
 def test_failed_runs_are_reported_not_averaged():
     vs = parse_variants("se", "neck")
-    recs = [_rec("baseline", 0, 0.3), _rec("baseline", 1, 0.3), _rec("se@neck", 0, 0.35),
-            {"variant": "se@neck", "seed": 1, "error": "RuntimeError: boom"}]
+    recs = [
+        _rec("baseline", 0, 0.3),
+        _rec("baseline", 1, 0.3),
+        _rec("se@neck", 0, 0.35),
+        {"variant": "se@neck", "seed": 1, "error": "RuntimeError: boom"},
+    ]
     se = summarise(vs, recs, {})[1]
     assert se["seeds"] == 1 and se["failed"] == 1 and "boom" in se["errors"]
     assert "2 seeds" in se["verdict"]
@@ -59,13 +63,26 @@ def test_failed_runs_are_reported_not_averaged():
 
 def test_tiny_end_to_end_study_and_resume(tiny_data, tmp_path, monkeypatch):
     cfg = CompareConfig(
-        model="yolov5n", data=str(tiny_data), attention=["se"], seeds=2, project=str(tmp_path / "cmp"),
-        name="t", latency_runs=2,
-        train=dict(epochs=1, batch=4, imgsz=128, workers=0, quiet=True, noval=True,
-                   cache_dir=str(tmp_path / "cache")),
+        model="yolov5n",
+        data=str(tiny_data),
+        attention=["se"],
+        seeds=2,
+        project=str(tmp_path / "cmp"),
+        name="t",
+        latency_runs=2,
+        train=dict(
+            epochs=1, batch=4, imgsz=128, workers=0, quiet=True, noval=True, cache_dir=str(tmp_path / "cache")
+        ),
     )
     root = run_compare(cfg)
-    for f in ("summary.csv", "summary.md", "map_bar.png", "map_vs_gflops.png", "map_vs_latency.png", "study.json"):
+    for f in (
+        "summary.csv",
+        "summary.md",
+        "map_bar.png",
+        "map_vs_gflops.png",
+        "map_vs_latency.png",
+        "study.json",
+    ):
         assert (root / f).is_file(), f
     rows = list(csv.DictReader((root / "summary.csv").open()))
     assert list(rows[0]) == COLUMNS
@@ -88,10 +105,18 @@ def test_tiny_end_to_end_study_and_resume(tiny_data, tmp_path, monkeypatch):
 
 
 def test_unfinished_run_resumes_and_failure_does_not_stop_others(tiny_data, tmp_path, monkeypatch):
-    cfg = CompareConfig(model="yolov5n", data=str(tiny_data), attention=["se"], seeds=1,
-                        project=str(tmp_path / "cmp"), name="r", skip_latency=True,
-                        train=dict(epochs=1, batch=4, imgsz=64, workers=0, quiet=True, noval=True,
-                                   cache_dir=str(tmp_path / "cache")))
+    cfg = CompareConfig(
+        model="yolov5n",
+        data=str(tiny_data),
+        attention=["se"],
+        seeds=1,
+        project=str(tmp_path / "cmp"),
+        name="r",
+        skip_latency=True,
+        train=dict(
+            epochs=1, batch=4, imgsz=64, workers=0, quiet=True, noval=True, cache_dir=str(tmp_path / "cache")
+        ),
+    )
     seen = []
 
     def fake_run_one(c, v, s):
@@ -111,16 +136,34 @@ def test_unfinished_run_resumes_and_failure_does_not_stop_others(tiny_data, tmp_
 def test_run_one_resumes_from_checkpoint(tiny_data, tmp_path):
     from yoloattn.engine.trainer import TrainConfig, train
 
-    cfg = CompareConfig(model="yolov5n", data=str(tiny_data), attention=[], seeds=1,
-                        project=str(tmp_path / "cmp"), name="x",
-                        train=dict(epochs=2, batch=4, imgsz=64, workers=0, quiet=True, noval=True,
-                                   cache_dir=str(tmp_path / "cache")))
+    cfg = CompareConfig(
+        model="yolov5n",
+        data=str(tiny_data),
+        attention=[],
+        seeds=1,
+        project=str(tmp_path / "cmp"),
+        name="x",
+        train=dict(
+            epochs=2, batch=4, imgsz=64, workers=0, quiet=True, noval=True, cache_dir=str(tmp_path / "cache")
+        ),
+    )
     v = Variant("baseline", None)
     run_dir = tmp_path / "cmp" / "x" / "baseline-s0"
     # simulate a study killed after epoch 1 of this run
-    train(TrainConfig(**{**cfg.train, "model": "yolov5n", "data": str(tiny_data), "seed": 0,
-                         "project": str(run_dir.parent), "name": run_dir.name, "exist_ok": True,
-                         "stop_after_epochs": 1}))
+    train(
+        TrainConfig(
+            **{
+                **cfg.train,
+                "model": "yolov5n",
+                "data": str(tiny_data),
+                "seed": 0,
+                "project": str(run_dir.parent),
+                "name": run_dir.name,
+                "exist_ok": True,
+                "stop_after_epochs": 1,
+            }
+        )
+    )
     rec = cmp.run_one(cfg, v, 0)
     rows = list(csv.reader((run_dir / "results.csv").open()))
     assert [r[0] for r in rows[1:]] == ["0", "1"]  # resumed at epoch 1, not restarted

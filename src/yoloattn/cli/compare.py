@@ -66,6 +66,8 @@ def run(args: argparse.Namespace) -> int:
         train_opts["hyp_overrides"] = dict(DEMO_HYP)
         if args.nbs == 64:
             train_opts["nbs"] = train_opts["batch"]
+    if demo:
+        train_opts["noval"] = True  # evaluate once, after the last epoch (compare does that anyway)
     cfg = CompareConfig(
         model=pick(args.model, "model", "yolov5s"),
         data=data,

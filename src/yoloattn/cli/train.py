@@ -61,8 +61,12 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm under DDP")
     p.add_argument("--no-amp", dest="amp", action="store_false", help="disable mixed precision on CUDA")
     p.add_argument("--label-smoothing", type=float, default=0.0)
-    p.add_argument("--nbs", type=int, default=64,
-                   help="nominal batch size: gradients accumulate to it (weight decay scales with it)")
+    p.add_argument(
+        "--nbs",
+        type=int,
+        default=64,
+        help="nominal batch size: gradients accumulate to it (weight decay scales with it)",
+    )
     p.add_argument("--patience", type=int, default=0, help="stop after N validations without improvement")
     p.add_argument("--cache-dir", default=None, help="where label-scan caches go if the dataset is read-only")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
