@@ -101,7 +101,7 @@ def test_nan_loss_stops_with_clear_message_and_keeps_checkpoint(tiny_data, tmp_p
         return real_fit(self, epoch, nb, nw)
 
     monkeypatch.setattr(tr.Trainer, "_train_epoch", poisoned)
-    with pytest.raises(TrainingDiverged, match="last good checkpoint"):
+    with pytest.raises(TrainingDiverged, match="checkpoint of the last finished epoch"):
         train(TrainConfig(resume=str(res.run_dir), quiet=True, workers=0))
     assert state.read_bytes() == before
 
@@ -131,3 +131,29 @@ def test_bad_inputs_are_clear(tiny_data, tmp_path):
         train(_cfg("", tmp_path))
     with pytest.raises(FileNotFoundError, match="args.yaml"):
         train(TrainConfig(resume=str(tmp_path / "nope")))
+
+
+def test_variant_from_scratch_shares_the_baselines_initialisation(tiny_data, tmp_path):
+    base = tr.Trainer(_cfg(tiny_data, tmp_path, name="b"))
+    base.setup()
+    var = tr.Trainer(_cfg(tiny_data, tmp_path, name="v", attention="cbam@neck"))
+    var.setup()
+    sb, sv = base.model.state_dict(), var.model.state_dict()
+    mapped = 0
+    for k, v in sb.items():
+        i, rest = k.split(".", 2)[1], k.split(".", 2)[2]
+        k2 = f"model.{var.index_map[int(i)]}.{rest}"
+        assert torch.equal(v, sv[k2]), k
+        mapped += 1
+    assert mapped == len(sb)
+
+
+def test_noval_still_validates_the_final_epoch_and_recipe_keys_are_honoured(tiny_data, tmp_path):
+    t = tr.Trainer(_cfg(tiny_data, tmp_path, name="h", hyp_overrides={"label_smoothing": 0.1, "loss_ota": 1}))
+    t.setup()
+    assert t.hyp["label_smoothing"] == 0.1
+    assert type(t.loss_fn).__name__ == "ComputeLossOTA"
+    res = train(_cfg(tiny_data, tmp_path, name="nv", epochs=2, noval=True))
+    rows = list(csv.DictReader((res.run_dir / "results.csv").open()))
+    # only the last epoch is validated: its val losses are filled, the first epoch's are not
+    assert float(rows[0]["val/box_loss"]) == 0.0 and float(rows[1]["val/box_loss"]) > 0.0

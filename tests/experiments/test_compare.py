@@ -172,5 +172,6 @@ def test_run_one_resumes_from_checkpoint(tiny_data, tmp_path):
 
 def test_submitit_without_cluster_explains(tmp_path):
     cfg = CompareConfig(model="yolov5n", data="x.yaml", launcher="submitit", project=str(tmp_path))
-    with pytest.raises(RuntimeError, match="submitit|SLURM"):
-        cmp._submit_slurm(cfg, [(Variant("baseline", None), 0)])
+    with pytest.raises(cmp.LauncherError, match="submitit|SLURM"):
+        run_compare(cfg)
+    assert not (tmp_path / "exp").exists()  # nothing written before the check

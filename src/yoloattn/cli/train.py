@@ -11,6 +11,7 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 
@@ -89,7 +90,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument(
         "--weights",
         default=None,
-        help="initial weights (.safetensors of ours; official .pt must be converted first)",
+        help="initial weights: .safetensors of ours, or an official .pt (read safely, no code runs)",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--project", default="runs/train")
@@ -152,7 +153,13 @@ def run(args: argparse.Namespace) -> int:
         if not args.data:
             raise ValueError("--data is required (a dataset YAML), or --resume RUN_DIR")
         cfg = config_from_args(args)
-    res = train(cfg)
+    from yoloattn.engine.trainer import TrainingDiverged
+
+    try:
+        res = train(cfg)
+    except TrainingDiverged as e:
+        print(f"yoloattn train: stopped: {e}", file=sys.stderr)
+        return 1
     if res is not None:
         print(
             f"done: {res.epochs_done} epochs, best fitness {res.best_fitness:.4f}, run folder {res.run_dir}"

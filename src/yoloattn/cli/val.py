@@ -32,6 +32,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--split", choices=["val", "test", "train"], default="val")
     p.add_argument("--device", default="")
     p.add_argument("--workers", type=int, default=0)
+    p.add_argument("--cache-dir", default=None, help="where label-scan caches go if the dataset is read-only")
     p.add_argument("--project", default="runs/val")
     p.add_argument("--name", default="exp")
     p.add_argument("--samples", type=int, default=4, help="images drawn with predicted and true boxes")
@@ -64,7 +65,9 @@ def run(args: argparse.Namespace) -> int:
     wpath = resolve_weights(args.weights)
     model = load_model(wpath, device=device)
     stride = max(int(model.stride.max()), 32)
-    dcfg, loader = build_val_loader(args.data, args.imgsz, args.batch, stride, args.split, args.workers)
+    dcfg, loader = build_val_loader(
+        args.data, args.imgsz, args.batch, stride, args.split, args.workers, args.cache_dir
+    )
     names = list(dcfg.names)
     if model.nc != len(names):
         raise ValueError(f"weights {wpath} predict {model.nc} classes but {args.data} has {len(names)}")

@@ -227,6 +227,7 @@ def build_val_loader(
         pad=0.5,
         cache_dir=cache_dir,
         prefix=f"{split}: ",
+        nc=dcfg.nc,
     )
     return dcfg, build_dataloader(ds, batch, shuffle=False, workers=workers, seed=0)
 
@@ -245,6 +246,11 @@ def resolve_weights(path: str | Path) -> Path:
         raise FileNotFoundError(f"no weights in run folder {p} (expected weights/best.safetensors)")
     if not p.is_file():
         raise FileNotFoundError(f"weights not found: {p}")
+    if p.suffix in (".pt", ".pth"):
+        raise ValueError(
+            f"{p} is a pickled (official) checkpoint; convert it first: "
+            f"yoloattn convert {p} -o model.safetensors"
+        )
     return p
 
 

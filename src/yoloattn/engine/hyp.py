@@ -84,6 +84,7 @@ OPTIONAL_KEYS: dict[str, float | int] = {
     "paste_in": 0.0,  # YOLOv7 paste-in augmentation probability
     "loss_ota": 0,  # YOLOv7: 1 selects ComputeLossOTA
     "label_smoothing": 0.0,  # a CLI flag in the official repos, a recipe key here
+    "mixup_alpha": 32.0,  # mixup blend ratio ~ Beta(a, a): 32 in YOLOv5, 8 in YOLOv7 (spec 6.2)
 }
 
 _ALL_KEYS: tuple[str, ...] = REQUIRED_KEYS + tuple(OPTIONAL_KEYS)

@@ -234,6 +234,15 @@ class Trainer:
             model_cfg, self.index_map = place_attention(base_cfg, cfg.attention)
         self.family = model_family(model_cfg)
         model = build_model(model_cfg, nc=self.data.nc)
+        if self.index_map is not None and not cfg.weights and not self.resume_state:
+            # From scratch, the layers shared with the baseline start from the baseline's
+            # initialisation for this seed, so variant and baseline runs are paired by seed.
+            from yoloattn.models.weights import transfer_weights
+
+            seed_everything(cfg.seed + self.rank, cfg.deterministic)
+            base = build_model(base_cfg, nc=self.data.nc)
+            transfer_weights(base.state_dict(), model, self.index_map)
+            del base
         model.names = list(self.data.names)
 
         hyp = load_hyp(
@@ -246,7 +255,7 @@ class Trainer:
         hyp["box"] *= 3 / nl
         hyp["cls"] *= self.data.nc / 80 * 3 / nl
         hyp["obj"] *= (cfg.imgsz / 640) ** 2 * 3 / nl
-        hyp["label_smoothing"] = cfg.label_smoothing
+        hyp["label_smoothing"] = cfg.label_smoothing or hyp.get("label_smoothing", 0.0)
         self.hyp = hyp
 
         if cfg.weights and not self.resume_state:
@@ -275,6 +284,7 @@ class Trainer:
             seed=cfg.seed,
             cache_dir=cfg.cache_dir,
             prefix="train: ",
+            nc=self.data.nc,
         )
         self.train_loader = build_dataloader(
             self.train_set,
@@ -286,7 +296,7 @@ class Trainer:
             world_size=self.world,
         )
         self.val_loader = None
-        if self.main and not cfg.noval and self.data.val:
+        if self.main and self.data.val:
             self.val_set = YoloDataset(
                 self.data.val,
                 imgsz=cfg.imgsz,
@@ -299,14 +309,16 @@ class Trainer:
                 seed=cfg.seed,
                 cache_dir=cfg.cache_dir,
                 prefix="val: ",
+                nc=self.data.nc,
             )
             self.val_loader = build_dataloader(
                 self.val_set, cfg.batch * 2, shuffle=False, workers=cfg.workers, seed=cfg.seed
             )
 
         # optimisation
-        self.accumulate = max(round(cfg.nbs / cfg.batch), 1)
-        wd = hyp["weight_decay"] * cfg.batch * self.accumulate / cfg.nbs
+        total_batch = cfg.batch * self.world  # --batch is per process
+        self.accumulate = max(round(cfg.nbs / total_batch), 1)
+        wd = hyp["weight_decay"] * total_batch * self.accumulate / cfg.nbs
         self.optimizer = build_optimizer(model, cfg.optimizer, hyp["lr0"], hyp["momentum"], wd)
         sched = cfg.lr_schedule or ("cos" if self.family == "v7" else "linear")
         self.lf = lr_lambda(sched, cfg.epochs, hyp["lrf"])
@@ -326,7 +338,7 @@ class Trainer:
             model = nn.parallel.DistributedDataParallel(model, **ddp_kw)
         self.model = model
 
-        if self.family == "v7":
+        if int(hyp.get("loss_ota", 0)) == 1:  # set by the YOLOv7 recipes; --set loss_ota=0 turns it off
             from yoloattn.engine.loss_ota import ComputeLossOTA
 
             self.loss_fn = ComputeLossOTA(unwrap(model), hyp)
@@ -405,7 +417,8 @@ class Trainer:
             if not self.main:
                 continue
             final = epoch + 1 == cfg.epochs
-            do_val = self.val_loader is not None and ((epoch + 1) % cfg.val_interval == 0 or final)
+            periodic = not cfg.noval and (epoch + 1) % cfg.val_interval == 0
+            do_val = self.val_loader is not None and (periodic or final)
             vloss = torch.zeros(3)
             if do_val:
                 metrics, vloss = self._validate()
@@ -457,7 +470,9 @@ class Trainer:
             imgs = batch[0].to(self.device, non_blocking=True).float() / 255.0
             targets = batch[1].to(self.device)
             if ni <= nw:
-                accumulate = warmup_step(self.optimizer, ni, nw, epoch, self.lf, self.hyp, cfg.nbs, cfg.batch)
+                accumulate = warmup_step(
+                    self.optimizer, ni, nw, epoch, self.lf, self.hyp, cfg.nbs, cfg.batch * self.world
+                )
             with torch.autocast(self.device.type, enabled=self.amp):
                 pred = self.model(imgs)
                 if self.loss_needs_imgs:
@@ -467,9 +482,10 @@ class Trainer:
                 if _is_dist():
                     loss = loss * self.world
             if not torch.isfinite(loss).all():
+                kept = "the checkpoint of the last finished epoch is kept" if epoch else "no epoch finished"
                 raise TrainingDiverged(
-                    f"loss became {loss.item()} at epoch {epoch}, batch {i}; the last good checkpoint "
-                    f"is kept. Lower lr0 (--hyp lr0=...), check the data, or disable --amp."
+                    f"loss became {loss.item()} at epoch {epoch}, batch {i}; {kept}. Lower the learning rate "
+                    f"(--set lr0=...), check the data (yoloattn data check) or train without AMP (--no-amp)."
                 )
             self.scaler.scale(loss).backward()
             if ni - last_step >= accumulate:

@@ -122,8 +122,12 @@ def run_one(cfg: CompareConfig, variant: Variant, seed: int) -> dict[str, Any]:
             exist_ok=True,
         )
         train(TrainConfig(**opts))
+    # the final (EMA) weights: choosing the best epoch on the split we report would bias the study
     ev = evaluate_run(
-        run_dir, data=cfg.data, imgsz=cfg.train.get("imgsz", 640), device=cfg.train.get("device", "")
+        run_dir / "weights" / "last.safetensors",
+        data=cfg.data,
+        imgsz=cfg.train.get("imgsz", 640),
+        device=cfg.train.get("device", ""),
     )
     record = {
         "variant": variant.name,
@@ -137,18 +141,28 @@ def run_one(cfg: CompareConfig, variant: Variant, seed: int) -> dict[str, Any]:
     return record
 
 
-def _submit_slurm(cfg: CompareConfig, jobs: list[tuple[Variant, int]]) -> list[dict[str, Any]]:
+class LauncherError(ValueError):
+    """The chosen launcher cannot run here (missing package or cluster)."""
+
+
+def _check_slurm() -> None:
     try:
-        import submitit
+        import submitit  # noqa: F401
     except ImportError:
-        raise RuntimeError(
+        raise LauncherError(
             "--launcher submitit needs the optional extra: pip install 'yoloattn[cluster]'"
         ) from None
     if shutil.which("sbatch") is None:
-        raise RuntimeError(
+        raise LauncherError(
             "--launcher submitit needs a SLURM cluster: `sbatch` is not on PATH here. "
             "Run on a SLURM login node, or use --launcher local."
         )
+
+
+def _submit_slurm(cfg: CompareConfig, jobs: list[tuple[Variant, int]]) -> list[dict[str, Any]]:
+    _check_slurm()
+    import submitit
+
     ex = submitit.AutoExecutor(folder=str(Path(cfg.project) / cfg.name / "slurm"))
     ex.update_parameters(timeout_min=24 * 60, slurm_array_parallelism=len(jobs))
     futures = ex.map_array(run_one, [cfg] * len(jobs), [v for v, _ in jobs], [s for _, s in jobs])
@@ -162,6 +176,10 @@ def run_compare(cfg: CompareConfig, on_record: Callable[[dict[str, Any]], None] 
     from yoloattn.experiments.report import write_summary
 
     variants = parse_variants(cfg.attention, cfg.place)
+    if cfg.launcher == "submitit":
+        _check_slurm()  # before anything is written
+    elif cfg.launcher != "local":
+        raise ValueError(f"unknown launcher {cfg.launcher!r}; choose local or submitit")
     root = Path(cfg.project) / cfg.name
     root.mkdir(parents=True, exist_ok=True)
     (root / "study.json").write_text(
