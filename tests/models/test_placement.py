@@ -336,3 +336,28 @@ def test_every_zoo_module_in_yolov5n(key):
     assert sorted(seen.values()) == [64, 128, 256, 256]
     assert out[0].shape == (1, 3 * (64 + 16 + 4), 85)
     assert torch.isfinite(out[0]).all()
+
+
+SHIPPED_MODELS = ["yolov5n", "yolov5s", "yolov5m", "yolov5l", "yolov5x", "yolov7-tiny", "yolov7", "yolov7x"]
+
+
+@needs_model
+@pytest.mark.parametrize("name", SHIPPED_MODELS)
+def test_every_zoo_module_in_every_shipped_model_counts_exactly(name):
+    """Every model x every module at @backbone and @neck (meta device): the parameter count is the
+    base count plus exactly the module's formula at the channels the parser inferred."""
+    from yoloattn.models.parse import resolve_rows
+
+    base = _nparams(build_model(name, device="meta"))
+    for key in ZOO:
+        info = get_attention_info(key)
+        hyper = {**TINY_MAPS.get(key, {}), **(getattr(info.cls, "small_hyper", None) or {})}
+        kw = ",".join(f"{k}={v}" for k, v in hyper.items())
+        spec = key + (f"({kw})" if kw else "")
+        for where, n_rows in (("backbone", 1), ("neck", 3)):
+            cfg, _ = place_attention(name, f"{spec}@{where}")
+            att = [r for r in resolve_rows(cfg) if r.kind == "attention"]
+            assert len(att) == n_rows, (name, key, where)
+            model = build_model(cfg, device="meta")
+            want = base + sum(info.params(r.c1, **hyper) for r in att)
+            assert _nparams(model) == want, (name, key, where)
