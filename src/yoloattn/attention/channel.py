@@ -200,8 +200,17 @@ class _EcaBase(nn.Module):
         self.k_size = k
         self.conv = nn.Conv1d(1, 1, k, padding=0, bias=False)
 
-    def _gate(self, y: Tensor) -> Tensor:  # y: B x 1 x (C + k - 1), already padded
-        return torch.sigmoid(self.conv(y))
+    def _pad(self, y: Tensor, p: int) -> Tensor:
+        """Pad the B x 1 x C channel descriptor by ``p`` on both sides (zeros for ECA)."""
+        return F.pad(y, (p, p))
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = float32(x).mean((2, 3)).to(x.dtype).unsqueeze(1)  # B x 1 x C
+        p = self.k_size // 2
+        if p:
+            y = self._pad(y, p)
+        s = torch.sigmoid(self.conv(y)).transpose(1, 2).unsqueeze(-1)  # B x C x 1 x 1
+        return x * s.to(x.dtype)
 
 
 @register_attention(
@@ -238,14 +247,6 @@ class ECA(_EcaBase):
     def __init__(self, channels: int, k_size: int | None = None, gamma: int = 2, b: int = 1) -> None:
         super().__init__("eca", channels, k_size, gamma, b)
 
-    def forward(self, x: Tensor) -> Tensor:
-        y = float32(x).mean((2, 3)).to(x.dtype).unsqueeze(1)  # B x 1 x C
-        p = self.k_size // 2
-        if p:
-            y = F.pad(y, (p, p))
-        s = self._gate(y).transpose(1, 2).unsqueeze(-1)  # B x C x 1 x 1
-        return x * s.to(x.dtype)
-
 
 @register_attention(
     "ceca",
@@ -281,13 +282,9 @@ class CECA(_EcaBase):
                 f"pass k_size<={2 * channels + 1}"
             )
 
-    def forward(self, x: Tensor) -> Tensor:
-        y = float32(x).mean((2, 3)).to(x.dtype).unsqueeze(1)  # B x 1 x C
-        p = self.k_size // 2
-        if p:
-            y = torch.cat([y[..., -p:], y, y[..., :p]], dim=-1)
-        s = self._gate(y).transpose(1, 2).unsqueeze(-1)
-        return x * s.to(x.dtype)
+    def _pad(self, y: Tensor, p: int) -> Tensor:
+        # wrap-around built with cat: F.pad(mode="circular") exported wrong ONNX graphs (spec)
+        return torch.cat([y[..., -p:], y, y[..., :p]], dim=-1)
 
 
 # --------------------------------------------------------------------------------------------
