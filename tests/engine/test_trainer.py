@@ -157,3 +157,24 @@ def test_noval_still_validates_the_final_epoch_and_recipe_keys_are_honoured(tiny
     rows = list(csv.DictReader((res.run_dir / "results.csv").open()))
     # only the last epoch is validated: its val losses are filled, the first epoch's are not
     assert float(rows[0]["val/box_loss"]) == 0.0 and float(rows[1]["val/box_loss"]) > 0.0
+
+
+def test_gradient_accumulation_spans_epochs_and_survives_resume(tiny_data, tmp_path):
+    # 8 images, batch 2: 4 batches per epoch; nbs 6 -> accumulate 3; no warmup.
+    # The step counter carries across epochs as in the official loop, so optimizer steps land on
+    # global batches 2, 5, 8, 11 (4 steps in 3 epochs); restarting it every epoch would give 6.
+    from yoloattn.engine.checkpoint import load_training_state
+
+    kw = dict(epochs=3, batch=2, nbs=6, noval=True, hyp_overrides={"warmup_epochs": 0.0})
+    full = train(_cfg(tiny_data, tmp_path, name="acc_full", **kw))
+    _, state = load_training_state(full.run_dir / "weights" / "last.state.safetensors")
+    assert state["ema_updates"] == 4 and state["extra"]["last_opt_step"] == 11
+
+    part = train(_cfg(tiny_data, tmp_path, name="acc_part", stop_after_epochs=1, **kw))
+    _, mid = load_training_state(part.run_dir / "weights" / "last.state.safetensors")
+    assert mid["ema_updates"] == 1 and mid["extra"]["last_opt_step"] == 2
+    train(TrainConfig(resume=str(part.run_dir), quiet=True, workers=0))
+    a = load_file(str(full.run_dir / "weights" / "last.state.safetensors"))
+    b = load_file(str(part.run_dir / "weights" / "last.state.safetensors"))
+    for k in [k for k in a if k.startswith(("model.", "ema.", "optim."))]:
+        assert torch.equal(a[k], b[k]), k

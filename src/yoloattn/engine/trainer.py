@@ -328,6 +328,9 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
         self.start_epoch = 0
         self.best_fitness = 0.0
+        # global iteration of the last optimizer step; it carries across epochs (as officially),
+        # so with accumulation the first step of an epoch comes `accumulate` batches after the last
+        self.last_opt_step = -1
         if self.resume_state:
             self._restore(model)
 
@@ -388,7 +391,10 @@ class Trainer:
             self.scaler.load_state_dict(state["scaler"])
         self.start_epoch = state["epoch"] + 1
         self.best_fitness = state["best_fitness"]
-        self.scheduler.last_epoch = self.start_epoch - 1
+        self.last_opt_step = int(state.get("extra", {}).get("last_opt_step", -1))
+        # the in-process loop has stepped the scheduler once per finished epoch (plus the step
+        # LambdaLR takes at construction), so the next step must give lf(start_epoch + 1)
+        self.scheduler.last_epoch = self.start_epoch
         self._rng_to_restore = (tensors, state["rng"])
         if self.start_epoch >= self.cfg.epochs:
             raise ValueError(
@@ -457,7 +463,6 @@ class Trainer:
         mloss = torch.zeros(3)
         self.optimizer.zero_grad()
         accumulate = self.accumulate
-        last_step = -1
         bar = tqdm(
             enumerate(self.train_loader),
             total=nb,
@@ -488,7 +493,7 @@ class Trainer:
                     f"(--set lr0=...), check the data (yoloattn data check) or train without AMP (--no-amp)."
                 )
             self.scaler.scale(loss).backward()
-            if ni - last_step >= accumulate:
+            if ni - self.last_opt_step >= accumulate:
                 self.scaler.unscale_(self.optimizer)
                 nn.utils.clip_grad_norm_(self.model.parameters(), max_norm=10.0)
                 self.scaler.step(self.optimizer)
@@ -496,7 +501,7 @@ class Trainer:
                 self.optimizer.zero_grad()
                 if self.ema is not None:
                     self.ema.update(self.model)
-                last_step = ni
+                self.last_opt_step = ni
             mloss = (mloss * i + items.detach().cpu()) / (i + 1)
             if self.main and not cfg.quiet:
                 mem = f"{torch.cuda.memory_reserved() / 1e9:.3g}G" if self.device.type == "cuda" else "cpu"
@@ -571,6 +576,7 @@ class Trainer:
             scaler=self.scaler,
             epoch=epoch,
             best_fitness=self.best_fitness,
+            extra={"last_opt_step": self.last_opt_step},
         )
         save_model(ema, self.wdir / "last.safetensors", meta=meta)
         if best:
