@@ -117,11 +117,28 @@ def test_training_with_attention_and_transferred_weights(tiny_data, tmp_path):
             attention="se@neck",
             weights=str(base.run_dir / "weights" / "last.safetensors"),
             noval=True,
+            freeze=[10],
         )
     )
     trainer_yaml = yaml.safe_load((res.run_dir / "model.yaml").read_text())
     keys = [str(r[2]).lower() for r in trainer_yaml["head"]]
     assert keys.count("se") == 3
+    # --freeze 10 (official meaning: rows 0..9, the backbone) keeps those weights bit-identical
+    a = load_file(str(base.run_dir / "weights" / "last.safetensors"))  # the start (EMA weights)
+    b = load_file(str(res.run_dir / "weights" / "last.state.safetensors"))  # the trained model
+    weights = [k for k in a if k.startswith("model.") and k.endswith(".weight")]
+    frozen = [k for k in weights if int(k.split(".")[1]) < 10]
+    assert frozen and all(torch.equal(a[k], b[f"model.{k}"]) for k in frozen)
+    head_conv = "model.10.conv.weight"
+    assert not torch.equal(a[head_conv], b[f"model.{head_conv}"])
+
+
+def test_freeze_rows_follows_the_official_meaning():
+    assert tr.freeze_rows([], 25) == [] and tr.freeze_rows([0], 25) == []
+    assert tr.freeze_rows([3], 25) == [0, 1, 2]
+    assert tr.freeze_rows([4, 2, 2], 25) == [2, 4]
+    with pytest.raises(ValueError, match=r"row\(s\) \[30\] do not exist; the model has rows 0..24"):
+        tr.freeze_rows([1, 30], 25)
 
 
 def test_bad_inputs_are_clear(tiny_data, tmp_path):

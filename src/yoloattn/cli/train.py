@@ -58,7 +58,13 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=2, help="dataloader workers")
     p.add_argument("--val-interval", type=int, default=1, help="validate every k epochs")
     p.add_argument("--noval", action="store_true", help="validate only after the final epoch")
-    p.add_argument("--freeze", type=int, nargs="*", default=[], help="row indices to freeze")
+    p.add_argument(
+        "--freeze",
+        type=int,
+        nargs="*",
+        default=[],
+        help="N: freeze rows 0..N-1 (10 = the YOLOv5 backbone); several numbers: those rows",
+    )
     p.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm under DDP")
     p.add_argument("--no-amp", dest="amp", action="store_false", help="disable mixed precision on CUDA")
     p.add_argument("--label-smoothing", type=float, default=0.0)
@@ -67,6 +73,13 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
         type=int,
         default=64,
         help="nominal batch size: gradients accumulate to it (weight decay scales with it)",
+    )
+    p.add_argument(
+        "--clip-grad",
+        type=float,
+        default=None,
+        metavar="NORM",
+        help="clip the gradient norm (default: 10 for YOLOv5 as officially, off for YOLOv7; 0 = off)",
     )
     p.add_argument("--patience", type=int, default=0, help="stop after N validations without improvement")
     p.add_argument("--cache-dir", default=None, help="where label-scan caches go if the dataset is read-only")
@@ -123,6 +136,7 @@ def train_options(args: argparse.Namespace) -> dict[str, Any]:
         label_smoothing=args.label_smoothing,
         nbs=args.nbs,
         patience=args.patience,
+        clip_grad=args.clip_grad,
         cache_dir=args.cache_dir,
         quiet=args.quiet,
     )

@@ -100,6 +100,7 @@ class TrainConfig:
     cache_dir: str | None = None
     rect: bool = False
     quiet: bool = False
+    clip_grad: float | None = None  # max gradient norm; None = recipe default (10 for v5, off for v7)
     stop_after_epochs: int | None = None  # stop (as if killed) after this many epochs in this call
 
     def to_dict(self) -> dict[str, Any]:
@@ -125,6 +126,23 @@ def increment_path(path: str | Path, exist_ok: bool = False) -> Path:
     while (p := path.with_name(f"{path.name}{n}")).exists():
         n += 1
     return p
+
+
+def freeze_rows(freeze: list[int], n_rows: int) -> list[int]:
+    """Rows to freeze, as the official ``--freeze``: one number N means rows ``0..N-1`` (so
+    ``--freeze 10`` freezes the YOLOv5 backbone and ``--freeze 0`` nothing); several numbers
+    name the rows themselves."""
+    rows = list(range(freeze[0])) if len(freeze) == 1 else list(freeze)
+    bad = [i for i in rows if not 0 <= i < n_rows]
+    if bad:
+        raise ValueError(f"--freeze: row(s) {bad} do not exist; the model has rows 0..{n_rows - 1}")
+    return sorted(set(rows))
+
+
+def _ranges(rows: list[int]) -> str:
+    if rows == list(range(rows[0], rows[-1] + 1)) and len(rows) > 2:
+        return f"{rows[0]}..{rows[-1]}"
+    return ", ".join(map(str, rows))
 
 
 def fitness(metrics: dict[str, float]) -> float:
@@ -261,10 +279,16 @@ class Trainer:
         if cfg.weights and not self.resume_state:
             self._load_weights(model)
 
-        for i in cfg.freeze:
-            for n, p in model.named_parameters():
-                if n.startswith(f"model.{i}."):
-                    p.requires_grad_(False)
+        frozen = freeze_rows(cfg.freeze, len(model.model))
+        for n, p in model.named_parameters():
+            if any(n.startswith(f"model.{i}.") for i in frozen):
+                p.requires_grad_(False)
+        if frozen:
+            LOGGER.info(
+                "freeze: rows %s (%d tensors)",
+                _ranges(frozen),
+                sum(not p.requires_grad for p in model.parameters()),
+            )
 
         model.to(self.device)
         self.model_cfg = model.yaml
@@ -324,6 +348,9 @@ class Trainer:
         self.lf = lr_lambda(sched, cfg.epochs, hyp["lrf"])
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda=self.lf)
         self.ema = ModelEMA(model) if self.main else None
+        # YOLOv5 clips the gradient norm at 10 before every step; YOLOv7 does not clip
+        clip = cfg.clip_grad if cfg.clip_grad is not None else (10.0 if self.family == "v5" else 0.0)
+        self.clip_grad = float(clip)
         self.amp = bool(cfg.amp and self.device.type == "cuda")
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
         self.start_epoch = 0
@@ -494,8 +521,9 @@ class Trainer:
                 )
             self.scaler.scale(loss).backward()
             if ni - self.last_opt_step >= accumulate:
-                self.scaler.unscale_(self.optimizer)
-                nn.utils.clip_grad_norm_(self.model.parameters(), max_norm=10.0)
+                if self.clip_grad > 0:
+                    self.scaler.unscale_(self.optimizer)
+                    nn.utils.clip_grad_norm_(self.model.parameters(), max_norm=self.clip_grad)
                 self.scaler.step(self.optimizer)
                 self.scaler.update()
                 self.optimizer.zero_grad()
