@@ -1,23 +1,24 @@
 """Overfit check: yolov5n at 320 px on 16 raccoon images must fit them (mAP50 > 0.9).
 
 A working pipeline (data, loss, optimiser, NMS, metrics) can memorise 16 images; a broken
-one cannot. Trains without augmentation (``--translate`` adds random shifts), evaluates on the
-same 16 images every few epochs and stops once mAP50 passes the target. Prints mAP50 and
-training throughput (images/s).
+one cannot. Trains with every augmentation off except small random shifts (``--translate``,
+default 0.1), evaluates on the same 16 images every few epochs and stops once mAP50 passes the
+target. Prints mAP50 and training throughput (images/s).
 
 Two views of "the same images" are evaluated:
 
-* ``fit``: the geometry the model was trained on (square letterbox, no rect batches). This is
-  the memorisation check and decides PASS/FAIL by default (``--stop-on fit``).
+* ``fit``: the geometry the model was trained on (square letterbox, no rect batches).
 * ``val``: the evaluator's standard geometry (rect batches padded by half a stride, as
-  ``yoloattn val`` and the official val.py do). Without augmentation the model also memorises
-  *where* each object sits in the 320x320 canvas; the rect canvas (352x352 here) shifts every
-  object by 16 px, half a cell of the P5 grid, and the confidences of some images collapse.
-  ``--translate 0.1`` makes the model shift-tolerant; ``--stop-on val`` then judges that view.
+  ``yoloattn val`` and the official val.py do): 352x352 here.
+
+By default both must pass (``--stop-on both``). With ``--translate 0`` the model also memorises
+*where* each object sits in the 320x320 canvas, and the 16 px shift of the rect canvas (half a
+cell of the P5 grid) makes the confidences of some images collapse: the fit view reaches 0.995
+while the val view stays near 0.4-0.85. That is memorisation, not a pipeline fault.
 
 Usage: python benchmarks/overfit.py [--data ../shared/datasets/raccoon/raccoon.yaml]
        [--images 16] [--imgsz 320] [--max-epochs 300] [--target 0.9] [--threads 2]
-       [--translate 0.0] [--stop-on fit|val]
+       [--translate 0.1] [--stop-on both|fit|val]
 """
 
 from __future__ import annotations
@@ -59,8 +60,10 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--lr0", type=float, default=0.01)
     ap.add_argument("--repeat", type=int, default=4, help="list each image this many times per epoch")
-    ap.add_argument("--translate", type=float, default=0.0, help="random shift augmentation (fraction)")
-    ap.add_argument("--stop-on", choices=("fit", "val"), default="fit", help="view that must pass")
+    ap.add_argument("--translate", type=float, default=0.1, help="random shift augmentation (fraction)")
+    ap.add_argument(
+        "--stop-on", choices=("both", "fit", "val"), default="both", help="view(s) that must pass"
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -119,7 +122,7 @@ def main() -> None:
     fit_loader = build_dataloader(fit_set, args.images, shuffle=False, workers=0, seed=0)
     loaders = {"fit": fit_loader, "val": val_loader}
     nb = len(t.train_loader)
-    seen, train_time, map50, epoch = 0, 0.0, 0.0, 0
+    seen, train_time, epoch, passed = 0, 0.0, 0, False
     t0 = time.time()
     for epoch in range(args.max_epochs):
         t.model.train()
@@ -140,13 +143,13 @@ def main() -> None:
                 + f"  {seen / train_time:.1f} img/s  {time.time() - t0:.0f} s",
                 flush=True,
             )
-            map50 = res[args.stop_on]["map50"]
-            if map50 > args.target:
+            views = ("fit", "val") if args.stop_on == "both" else (args.stop_on,)
+            passed = all(res[v]["map50"] > args.target for v in views)
+            if passed:
                 break
-    ok = "PASS" if map50 > args.target else "FAIL"
-    other = "val" if args.stop_on == "fit" else "fit"
+    ok = "PASS" if passed else "FAIL"
     print(
-        f"{ok}: mAP50 {map50:.4f} ({args.stop_on} view; {other} view {res[other]['map50']:.4f}) on the "
+        f"{ok}: mAP50 {res['fit']['map50']:.4f} (fit view), {res['val']['map50']:.4f} (val view) on the "
         f"{len(images)} training images after {epoch + 1} epochs, {time.time() - t0:.0f} s in all, "
         f"training throughput {seen / train_time:.1f} images/s ({args.threads} threads, {args.imgsz} px, "
         f"translate {args.translate})"

@@ -195,3 +195,46 @@ def test_gradient_accumulation_spans_epochs_and_survives_resume(tiny_data, tmp_p
     b = load_file(str(part.run_dir / "weights" / "last.state.safetensors"))
     for k in [k for k in a if k.startswith(("model.", "ema.", "optim."))]:
         assert torch.equal(a[k], b[k]), k
+
+
+def _thin_box_dataset(root):
+    """4 images with one 2x24 px box each: no default anchor is within anchor_t=4 of that shape."""
+    from PIL import Image
+
+    for split in ("train", "val"):
+        (root / "images" / split).mkdir(parents=True)
+        (root / "labels" / split).mkdir(parents=True)
+        for i in range(4):
+            img = Image.new("RGB", (64, 64), (40, 40, 40))
+            x0 = 10 + 8 * i
+            img.paste((230, 230, 230), (x0, 20, x0 + 2, 44))
+            img.save(root / "images" / split / f"t{i}.jpg", quality=95)
+            (root / "labels" / split / f"t{i}.txt").write_text(
+                f"0 {(x0 + 1) / 64:.6f} 0.5 {2 / 64:.6f} 0.375\n"
+            )
+    (root / "thin.yaml").write_text("path: .\ntrain: images/train\nval: images/val\nnc: 1\nnames: [thin]\n")
+    return root / "thin.yaml"
+
+
+def test_autoanchor_replaces_unfit_anchors_and_records_them(tmp_path):
+    data = _thin_box_dataset(tmp_path / "thin")
+    t = tr.Trainer(_cfg(data, tmp_path, epochs=1, noval=True, name="aa"))
+    t.setup()
+    rep = t.anchor_report
+    assert rep.replaced and rep.bpr_before < 0.5 and rep.bpr_after > 0.98
+    det = t.model.detect
+    px = (det.anchors * det.stride.view(-1, 1, 1)).flatten(1)
+    assert torch.allclose(
+        px, torch.tensor(rep.anchors_px, dtype=px.dtype), atol=1e-3
+    )  # yaml keeps 3 decimals
+    assert t.model_cfg["anchors"] == rep.anchors_px
+    assert yaml.safe_load((t.run_dir / "model.yaml").read_text())["anchors"] == rep.anchors_px
+
+    off = tr.Trainer(_cfg(data, tmp_path, epochs=1, noval=True, name="noaa", autoanchor=False))
+    off.setup()
+    assert off.anchor_report is None
+    default = torch.tensor(
+        yaml.safe_load((off.run_dir / "model.yaml").read_text())["anchors"], dtype=px.dtype
+    )
+    got = (off.model.detect.anchors * off.model.detect.stride.view(-1, 1, 1)).flatten(1)
+    assert torch.allclose(got, default)

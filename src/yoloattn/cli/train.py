@@ -81,6 +81,12 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
         metavar="NORM",
         help="clip the gradient norm (default: 10 for YOLOv5 as officially, off for YOLOv7; 0 = off)",
     )
+    p.add_argument(
+        "--noautoanchor",
+        dest="autoanchor",
+        action="store_false",
+        help="keep the model's anchors (default: check them against the labels, evolve if BPR <= 0.98)",
+    )
     p.add_argument("--patience", type=int, default=0, help="stop after N validations without improvement")
     p.add_argument("--cache-dir", default=None, help="where label-scan caches go if the dataset is read-only")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -137,6 +143,7 @@ def train_options(args: argparse.Namespace) -> dict[str, Any]:
         nbs=args.nbs,
         patience=args.patience,
         clip_grad=args.clip_grad,
+        autoanchor=args.autoanchor,
         cache_dir=args.cache_dir,
         quiet=args.quiet,
     )

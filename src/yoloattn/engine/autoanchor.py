@@ -70,9 +70,10 @@ def _as_wh(wh: Any, name: str = "wh") -> np.ndarray:
 
 def _ratio_metric(wh: np.ndarray, k: np.ndarray) -> np.ndarray:
     """``x`` ``(N, M)``: the worse of the two side ratios, folded into (0, 1]."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        r = wh[:, None, :] / k[None, :, :]
-        x = np.minimum(r, 1.0 / r).min(2)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        rw = wh[:, :1] / k[None, :, 0]
+        rh = wh[:, 1:] / k[None, :, 1]
+        x = np.minimum(np.minimum(rw, 1.0 / rw), np.minimum(rh, 1.0 / rh))
     return np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
 
 
@@ -198,15 +199,15 @@ def _kmeans(x: np.ndarray, n: int, rng: np.random.Generator, iters: int = 30) ->
         c = x[rng.integers(len(x), size=n)] * rng.uniform(0.5, 1.5, size=(n, 2))
     assign = None
     for _ in range(iters):
-        d2 = ((x[:, None, :] - c[None]) ** 2).sum(2)
+        d2 = (x[:, :1] - c[None, :, 0]) ** 2 + (x[:, 1:] - c[None, :, 1]) ** 2  # (N, n)
         new = d2.argmin(1)
         if assign is not None and np.array_equal(new, assign):
             break
         assign = new
-        for j in range(n):
-            members = x[assign == j]
-            if len(members):  # an empty cluster keeps its centre
-                c[j] = members.mean(0)
+        count = np.bincount(assign, minlength=n)
+        full = count > 0  # an empty cluster keeps its centre
+        for d in range(2):
+            c[full, d] = np.bincount(assign, weights=x[:, d], minlength=n)[full] / count[full]
     return c
 
 
@@ -228,6 +229,8 @@ def kmean_anchors(
     wh0 = _as_wh(wh)
     if len(wh0) == 0:
         raise ValueError("AutoAnchor: kmean_anchors needs at least one label size, got an empty array")
+    if not np.isfinite(wh0).all():
+        raise ValueError("AutoAnchor: kmean_anchors got non-finite label sizes (NaN or inf) in wh")
     if int(n) < 1:
         raise ValueError(f"AutoAnchor: number of anchors must be >= 1, got {n!r}")
     if int(gen) < 0:
@@ -253,23 +256,32 @@ def kmean_anchors(
     k = _kmeans(wh_ / s, n, rng) * s
     k = _sort_by_area(k.clip(min=2.0))
 
-    # genetic refinement
-    f = anchor_fitness(wh_, k, thr)
+    # genetic refinement; fitness in log space (float32): best = exp(-min_k max_wh |log(wh / k)|)
+    # (the (M, N) layout keeps every reduction along the long, contiguous box axis: fast)
+    lw, lh = np.ascontiguousarray(np.log(wh_).astype(np.float32).T)
+    log_thr = np.float32(np.log(thr))
+
+    def fitness(k: np.ndarray) -> float:
+        lk = np.log(k).astype(np.float32)
+        d = np.maximum(np.abs(lw[None] - lk[:, :1]), np.abs(lh[None] - lk[:, 1:])).min(0)
+        return float((np.exp(-d) * (d < log_thr)).mean(dtype=np.float64))
+
+    f = f0 = fitness(k)
     mp, sigma = 0.9, 0.1
-    f0 = f
     for _ in range(gen):
         v = np.ones_like(k)
         while (v == 1.0).all():
             v = 1.0 + (rng.random(k.shape) < mp) * rng.random(k.shape) * rng.standard_normal(k.shape) * sigma
         v = v.clip(0.3, 3.0)
         kg = (k * v).clip(min=2.0)
-        fg = anchor_fitness(wh_, kg, thr)
+        fg = fitness(kg)
         if fg > f:
             f, k = fg, kg
     k = _sort_by_area(k)
     bpr, aat = anchor_metrics(wh_, k, thr)
     LOGGER.debug(
-        "AutoAnchor: k-means fitness %.4f -> evolved %.4f after %d generations; BPR %.4f, %.2f anchors/target",
+        "AutoAnchor: k-means fitness %.4f -> evolved %.4f after %d generations; "
+        "BPR %.4f, %.2f anchors/target",
         f0,
         f,
         gen,
@@ -417,7 +429,11 @@ def check_anchors(
         return rep
 
     LOGGER.info(
-        "AutoAnchor: BPR %.4f of %d labels is at most %.2f, evolving %d anchors", bpr, len(wh), BPR_KEEP, nl * na
+        "AutoAnchor: BPR %.4f of %d labels is at most %.2f, evolving %d anchors",
+        bpr,
+        len(wh),
+        BPR_KEEP,
+        nl * na,
     )
     new = kmean_anchors(wh, nl * na, thr=thr, gen=gen, seed=seed)
     rep.bpr_after, _ = anchor_metrics(wh, new, thr)

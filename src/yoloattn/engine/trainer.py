@@ -100,6 +100,7 @@ class TrainConfig:
     cache_dir: str | None = None
     rect: bool = False
     quiet: bool = False
+    autoanchor: bool = True  # check the anchors against the labels at start, evolve if BPR <= 0.98
     clip_grad: float | None = None  # max gradient norm; None = recipe default (10 for v5, off for v7)
     stop_after_epochs: int | None = None  # stop (as if killed) after this many epochs in this call
 
@@ -310,6 +311,20 @@ class Trainer:
             prefix="train: ",
             nc=self.data.nc,
         )
+        self.anchor_report = None
+        if cfg.autoanchor and not self.resume_state:
+            # every rank computes the same anchors (seeded), so DDP replicas agree without a broadcast
+            from yoloattn.engine.autoanchor import check_anchors
+
+            self.anchor_report = check_anchors(
+                self.train_set, model, thr=hyp["anchor_t"], imgsz=cfg.imgsz, seed=cfg.seed
+            )
+            if self.anchor_report.replaced and isinstance(model.yaml.get("anchors"), list):
+                # model.yaml and the weight sidecars record the anchors used
+                model.yaml = {**model.yaml, "anchors": self.anchor_report.anchors_px}
+                self.model_cfg = model.yaml
+            if self.main and not cfg.quiet:
+                LOGGER.info(self.anchor_report.summary())
         self.train_loader = build_dataloader(
             self.train_set,
             cfg.batch,
