@@ -323,8 +323,6 @@ class Trainer:
                 # model.yaml and the weight sidecars record the anchors used
                 model.yaml = {**model.yaml, "anchors": self.anchor_report.anchors_px}
                 self.model_cfg = model.yaml
-            if self.main and not cfg.quiet:
-                LOGGER.info(self.anchor_report.summary())
         self.train_loader = build_dataloader(
             self.train_set,
             cfg.batch,
