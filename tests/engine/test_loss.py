@@ -365,7 +365,7 @@ def test_ota_without_targets_equals_v5() -> None:
     empty = torch.zeros(0, 6)
     l5, i5 = ComputeLoss(_Model(), HYP)(p, empty)
     l7, i7 = ComputeLossOTA(_Model(), HYP)(p, empty, torch.zeros(2, 3, 64, 64))
-    assert torch.equal(l5, l7) and torch.equal(i5, i7)
+    assert torch.equal(l5, l7) and torch.equal(i5, i7[:3]) and i7[3] == i5.sum()
     assert i7[0] == 0 and i7[2] == 0
 
 
@@ -407,7 +407,8 @@ def test_ota_runs_finite_with_grad_and_nc1() -> None:
         p = [x.requires_grad_(True) for x in _randn_p(2, nc, seed=5)]
         t = _targets([[0, 0, 0.4, 0.6, 0.3, 0.2], [1, 0, 1.0, 0.0, 0.1, 0.15]])
         loss, items = ComputeLossOTA(_Model(nc), HYP)(p, t, torch.zeros(2, 3, 64, 64))
-        assert torch.isfinite(loss).all() and items.shape == (3,)
+        assert torch.isfinite(loss).all() and items.shape == (4,)  # lbox, lobj, lcls, total (official)
+        assert items[3].item() == pytest.approx(items[:3].sum().item()) == pytest.approx(loss.item() / 2)
         assert items[0] > 0 and items[1] > 0
         assert (items[2] > 0) if nc > 1 else (items[2] == 0)
         loss.backward()

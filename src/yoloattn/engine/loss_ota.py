@@ -77,7 +77,8 @@ class ComputeLossOTA(ComputeLoss):
     Same constructor as :class:`~yoloattn.engine.loss.ComputeLoss`. Call with
     ``(p, targets, imgs)``; ``imgs`` (the ``[bs, 3, H, W]`` batch) only supplies the image height that
     converts normalised targets to pixels; when it is None the height is ``ny`` of level 0 times
-    its stride. Returns ``(loss * bs, tensor([lbox, lobj, lcls]).detach())`` like ``ComputeLoss``.
+    its stride. Returns ``(loss * bs, tensor([lbox, lobj, lcls, loss]).detach())`` as the official
+    YOLOv7 loss does (spec 7.2: one more item than ``ComputeLoss``, the unscaled total).
     """
 
     def build_targets(  # type: ignore[override]
@@ -165,4 +166,5 @@ class ComputeLossOTA(ComputeLoss):
     ) -> tuple[Tensor, Tensor]:
         p = list(p)
         self._check_inputs(p, targets)
-        return self._loss(p, self.build_targets(p, targets, imgs))
+        total, items = self._loss(p, self.build_targets(p, targets, imgs))
+        return total, torch.cat((items, items.sum(0, keepdim=True)))

@@ -543,7 +543,7 @@ class Trainer:
                 if self.ema is not None:
                     self.ema.update(self.model)
                 self.last_opt_step = ni
-            mloss = (mloss * i + items.detach().cpu()) / (i + 1)
+            mloss = (mloss * i + items[:3].detach().cpu()) / (i + 1)  # the OTA loss appends the total
             if self.main and not cfg.quiet:
                 mem = f"{torch.cuda.memory_reserved() / 1e9:.3g}G" if self.device.type == "cuda" else "cpu"
                 bar.set_description(
