@@ -338,7 +338,7 @@ class Trainer:
                 self.data.val,
                 imgsz=cfg.imgsz,
                 augment=False,
-                hyp=hyp,
+                hyp=None,  # no augmentation: the recipe does not apply (and warns only once, for train)
                 rect=True,
                 batch_size=cfg.batch * 2,
                 stride=self.gs,
