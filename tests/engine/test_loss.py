@@ -420,3 +420,17 @@ def test_ota_loss_decreases_when_optimised() -> None:
     t = _targets([[0, 1, 0.4, 0.6, 0.3, 0.2], [1, 2, 0.7, 0.3, 0.1, 0.15], [1, 0, 0.2, 0.2, 0.5, 0.6]])
     first, last = _optimise(ComputeLossOTA(_Model(), HYP), p, t, ota=True)
     assert last < 0.5 * first
+
+
+def test_ota_cost_is_finite_when_probabilities_saturate() -> None:
+    # sigmoid(+-40) is exactly 1 / about 4e-18 in float32: sqrt(cls * obj) hits 0 or 1 and the
+    # official logit would be -inf/inf; the loss must stay finite and still assign positives
+    p = _randn_p(2, 3, seed=5)
+    for pi in p:
+        pi[..., 4] = 40.0
+        pi[..., 5:] = -40.0
+    t = _targets([[0, 1, 0.5, 0.5, 0.3, 0.3], [1, 2, 0.3, 0.6, 0.2, 0.4]])
+    loss_fn = ComputeLossOTA(_Model(3), HYP)
+    loss, items = loss_fn(p, t, torch.zeros(2, 3, 64, 64))
+    assert torch.isfinite(loss).all() and torch.isfinite(items).all()
+    assert sum(len(lv) for lv in loss_fn.build_targets(p, t, torch.zeros(2, 3, 64, 64))) > 0

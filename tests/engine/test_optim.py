@@ -53,3 +53,17 @@ def test_warmup_ramps_bias_down_others_up_and_momentum():
     acc = warmup_step(opt, 100, 100, 0, lf, hyp, 64, 16)
     assert acc == 4 and all(g["lr"] == pytest.approx(0.01) for g in opt.param_groups)
     del sched
+
+
+def test_attention_gates_decay_like_other_weights_and_v7_linear_schedule():
+    from yoloattn.attention import create_attention
+
+    m = nn.Sequential(nn.Conv2d(3, 8, 1), create_attention("cc", 8))
+    g = param_groups(m)
+    gamma = m[1].gamma
+    assert gamma.ndim == 1 and any(p is gamma for p in g["decay"])  # spec: all other weights decay
+    assert not any(p is gamma for p in g["no_decay"] + g["bias"])
+    v5, v7 = lr_lambda("linear", 10, 0.1), lr_lambda("linear", 10, 0.1, "v7")
+    assert v5(9) == pytest.approx(0.19) and v7(9) == pytest.approx(0.1) and v7(0) == v5(0) == 1.0
+    with pytest.raises(ValueError, match="family"):
+        lr_lambda("linear", 10, 0.1, "v8")

@@ -238,3 +238,22 @@ def test_autoanchor_replaces_unfit_anchors_and_records_them(tmp_path):
     )
     got = (off.model.detect.anchors * off.model.detect.stride.view(-1, 1, 1)).flatten(1)
     assert torch.allclose(got, default)
+
+
+def test_resumed_results_csv_equals_uninterrupted_with_val_interval(tiny_data, tmp_path, monkeypatch):
+    # epoch 2 is not validated and repeats epoch 1's metrics, as in an uninterrupted run: the
+    # last metrics travel in the resume state (with the patience counter)
+    def fake_validate(self):  # nonzero metrics that depend only on the weights
+        v = float(self.ema.ema.model[0].conv.weight.abs().sum())
+        m = {"mp": v % 1, "mr": v * 10 % 1, "map50": v * 100 % 1, "map": v * 1000 % 1}
+        return m, torch.zeros(3)
+
+    monkeypatch.setattr(tr.Trainer, "_validate", fake_validate)
+    kw = dict(epochs=4, val_interval=2, patience=5)
+    full = train(_cfg(tiny_data, tmp_path, name="vi_full", **kw))
+    part = train(_cfg(tiny_data, tmp_path, name="vi_part", stop_after_epochs=2, **kw))
+    train(TrainConfig(resume=str(part.run_dir), quiet=True, workers=0))
+    a = (full.run_dir / "results.csv").read_text().splitlines()
+    b = (part.run_dir / "results.csv").read_text().splitlines()
+    assert len(a) == 5 and a == b
+    assert a[3].split(",")[4:8] == a[2].split(",")[4:8] != ["0"] * 4  # epoch 2 carries epoch 1's

@@ -34,7 +34,12 @@ def parse_overrides(items: list[str] | None) -> dict[str, float]:
 
 def add_train_options(p: argparse.ArgumentParser) -> None:
     """Options shared by ``train`` and ``compare``."""
-    p.add_argument("--epochs", type=int, default=None, help="epochs (default: 100)")
+    p.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help="epochs (default: 100 for YOLOv5, 300 for YOLOv7, as officially)",
+    )
     p.add_argument("--batch", type=int, default=16, help="batch size per process")
     p.add_argument("--imgsz", type=int, default=640, help="train/val image size (pixels)")
     p.add_argument(
@@ -125,7 +130,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 def train_options(args: argparse.Namespace) -> dict[str, Any]:
     """The TrainConfig options of :func:`add_train_options`, shared by ``train`` and ``compare``."""
     return dict(
-        epochs=args.epochs or 100,
+        epochs=args.epochs,
         batch=args.batch,
         imgsz=args.imgsz or 640,
         hyp=args.hyp,

@@ -220,7 +220,7 @@ def kmean_anchors(
 ) -> np.ndarray:
     """Evolve ``n`` anchors ``(n, 2)`` in pixels for label sizes ``wh`` ``(N, 2)``, sorted by area.
 
-    Boxes under 2 px in either side are dropped; k-means (30 Lloyd iterations, k-means++ seeds)
+    Boxes under 2 px in both sides are dropped; k-means (30 Lloyd iterations, k-means++ seeds)
     on sizes divided by their per-dimension std gives the start, then ``gen`` generations of
     multiplicative mutation of the best anchors keep a candidate when its fitness
     (:func:`anchor_fitness`) improves. Deterministic for a given ``seed``.
@@ -245,9 +245,11 @@ def kmean_anchors(
             n_small,
             len(wh0),
         )
-    wh_ = wh0[(wh0 >= 2.0).all(1)]
+    wh_ = wh0[(wh0 >= 2.0).any(1)]  # as officially: a box stays if either side reaches 2 px
     if len(wh_) == 0:
-        LOGGER.warning("AutoAnchor: every label is under 2 pixels; clustering all of them, clipped to 2 px")
+        LOGGER.warning(
+            "AutoAnchor: every label is under 2 pixels in both sides; clustering them clipped to 2 px"
+        )
         wh_ = wh0.clip(min=2.0)
 
     # k-means on whitened sizes

@@ -37,7 +37,6 @@ __all__ = ["ComputeLossOTA", "dynamic_k_matching"]
 
 _TOPK_IOU = 10  # candidates whose IoUs are summed to give dynamic k
 _IOU_COST_WEIGHT = 3.0
-_PROB_GUARD = 1e-7  # keeps the logit of sqrt(cls * obj) finite when probabilities saturate
 
 
 def dynamic_k_matching(cost: Tensor, iou: Tensor, topk: int = _TOPK_IOU) -> tuple[Tensor, Tensor]:
@@ -127,7 +126,11 @@ class ComputeLossOTA(ComputeLoss):
                 iou = box_iou(gt_xyxy, box_convert(pred, "cxcywh", "xyxy"))  # (G, C)
                 iou_cost = -torch.log(iou + 1e-8)
 
-                y = (pcls.sigmoid() * pobj.sigmoid()).sqrt().clamp(_PROB_GUARD, 1 - _PROB_GUARD)
+                y = (pcls.sigmoid() * pobj.sigmoid()).sqrt()
+                # only exact 0 and 1 move (to the nearest representable values), so the cost equals
+                # the official one wherever that is finite
+                fi = torch.finfo(y.dtype)
+                y = y.clamp(fi.tiny, 1.0 - fi.eps / 2)
                 logit = torch.log(y / (1 - y))  # (C, nc)
                 onehot = F.one_hot(gts[:, 1].long(), self.nc).float()  # (G, nc)
                 n_gt, n_c = iou.shape

@@ -32,9 +32,7 @@ def param_groups(model: nn.Module) -> dict[str, list[nn.Parameter]]:
                 groups["bias"].append(p)
             elif isinstance(module, _NORM_TYPES) or type(module).__name__ in ("ImplicitA", "ImplicitM"):
                 groups["no_decay"].append(p)
-            elif p.ndim <= 1:  # scales/gates of attention modules behave like norm weights
-                groups["no_decay"].append(p)
-            else:
+            else:  # every other weight decays, as officially, attention gates/scales (alpha, gamma) too
                 groups["decay"].append(p)
     return groups
 
@@ -67,14 +65,18 @@ def build_optimizer(
     return opt
 
 
-def lr_lambda(schedule: str, epochs: int, lrf: float) -> Callable[[float], float]:
+def lr_lambda(schedule: str, epochs: int, lrf: float, family: str = "v5") -> Callable[[float], float]:
     """Per-epoch learning-rate factor.
 
-    ``linear``: ``(1 - e/epochs)(1 - lrf) + lrf`` (YOLOv5 default);
+    ``linear``: ``(1 - e/epochs)(1 - lrf) + lrf`` (YOLOv5 default); YOLOv7's ``--linear-lr`` is
+    ``(1 - e/(epochs - 1))(1 - lrf) + lrf`` (``family="v7"``, it reaches ``lrf`` at the last epoch);
     ``cos``: one-cycle cosine ``((1 - cos(e*pi/epochs))/2)(lrf - 1) + 1`` (YOLOv7 default).
     """
+    if family not in ("v5", "v7"):
+        raise ValueError(f"unknown model family {family!r}; expected 'v5' or 'v7'")
     if schedule == "linear":
-        return lambda e: (1 - e / epochs) * (1.0 - lrf) + lrf
+        span = max(epochs - 1, 1) if family == "v7" else epochs
+        return lambda e: (1 - e / span) * (1.0 - lrf) + lrf
     if schedule in ("cos", "cosine"):
         return lambda e: ((1 - math.cos(e * math.pi / epochs)) / 2) * (lrf - 1) + 1
     raise ValueError(f"unknown lr schedule {schedule!r}; choose 'linear' or 'cos'")

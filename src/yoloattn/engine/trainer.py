@@ -24,6 +24,7 @@ import os
 import random
 import time
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -74,7 +75,7 @@ class TrainConfig:
     data: str = ""
     attention: str | None = None
     weights: str | None = None
-    epochs: int = 100
+    epochs: int | None = None  # None: the official CLI default, 100 for YOLOv5 and 300 for YOLOv7
     batch: int = 16
     imgsz: int = 640
     hyp: str | None = None
@@ -207,7 +208,8 @@ class Trainer:
             backend = "nccl" if self.device.type == "cuda" else "gloo"
             if self.device.type == "cuda":
                 torch.cuda.set_device(self.device)
-            torch.distributed.init_process_group(backend=backend)
+            # rank 0 validates and saves while the others wait in the next all-reduce: allow hours
+            torch.distributed.init_process_group(backend=backend, timeout=timedelta(hours=3))
         self.main = self.rank == 0
 
     # ----------------------------------------------------------------- setup
@@ -247,11 +249,19 @@ class Trainer:
         base_cfg = load_config(cfg.model)
         self.index_map: dict[int, int] | None = None
         model_cfg = base_cfg
-        if cfg.attention:
+        saved_cfg = getattr(self, "run_dir", None) and self.run_dir / "model.yaml"
+        if self.resume_state and saved_cfg and saved_cfg.is_file():
+            # the architecture actually trained (attention rows placed, anchors evolved by AutoAnchor)
+            model_cfg = load_config(str(saved_cfg))
+        elif cfg.attention:
             from yoloattn.models.placement import place_attention
 
             model_cfg, self.index_map = place_attention(base_cfg, cfg.attention)
         self.family = model_family(model_cfg)
+        if cfg.epochs is None:
+            cfg.epochs = 300 if self.family == "v7" else 100
+        if cfg.epochs < 1:
+            raise ValueError(f"--epochs must be at least 1, got {cfg.epochs}")
         model = build_model(model_cfg, nc=self.data.nc)
         if self.index_map is not None and not cfg.weights and not self.resume_state:
             # From scratch, the layers shared with the baseline start from the baseline's
@@ -358,7 +368,7 @@ class Trainer:
         wd = hyp["weight_decay"] * total_batch * self.accumulate / cfg.nbs
         self.optimizer = build_optimizer(model, cfg.optimizer, hyp["lr0"], hyp["momentum"], wd)
         sched = cfg.lr_schedule or ("cos" if self.family == "v7" else "linear")
-        self.lf = lr_lambda(sched, cfg.epochs, hyp["lrf"])
+        self.lf = lr_lambda(sched, cfg.epochs, hyp["lrf"], self.family)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda=self.lf)
         self.ema = ModelEMA(model) if self.main else None
         # YOLOv5 clips the gradient norm at 10 before every step; YOLOv7 does not clip
@@ -371,6 +381,8 @@ class Trainer:
         # global iteration of the last optimizer step; it carries across epochs (as officially),
         # so with accumulation the first step of an epoch comes `accumulate` batches after the last
         self.last_opt_step = -1
+        self.bad_epochs = 0  # validations without improvement (--patience)
+        self.resume_extra: dict[str, Any] = {}
         if self.resume_state:
             self._restore(model)
 
@@ -431,7 +443,9 @@ class Trainer:
             self.scaler.load_state_dict(state["scaler"])
         self.start_epoch = state["epoch"] + 1
         self.best_fitness = state["best_fitness"]
-        self.last_opt_step = int(state.get("extra", {}).get("last_opt_step", -1))
+        self.resume_extra = dict(state.get("extra", {}))
+        self.last_opt_step = int(self.resume_extra.get("last_opt_step", -1))
+        self.bad_epochs = int(self.resume_extra.get("bad_epochs", 0))
         # the in-process loop has stepped the scheduler once per finished epoch (plus the step
         # LambdaLR takes at construction), so the next step must give lf(start_epoch + 1)
         self.scheduler.last_epoch = self.start_epoch
@@ -450,9 +464,8 @@ class Trainer:
         nw = 0 if warm <= 0 else max(round(warm * nb), 1000 if self.family == "v7" else 100)
         if hasattr(self, "_rng_to_restore"):
             restore_rng(*self._rng_to_restore)
-        metrics: dict[str, float] = {}
+        metrics: dict[str, float] = dict(self.resume_extra.get("metrics", {}))
         epochs_done = self.start_epoch
-        bad_epochs = 0
         for epoch in range(self.start_epoch, cfg.epochs):
             self.model.train()
             self.train_loader.set_epoch(epoch)  # shuffle order and augmentation depend on (seed, epoch)
@@ -460,26 +473,32 @@ class Trainer:
             lrs = [g["lr"] for g in self.optimizer.param_groups]
             self.scheduler.step()
             epochs_done = epoch + 1
-            if not self.main:
-                continue
-            final = epoch + 1 == cfg.epochs
-            periodic = not cfg.noval and (epoch + 1) % cfg.val_interval == 0
-            do_val = self.val_loader is not None and (periodic or final)
-            vloss = torch.zeros(3)
-            if do_val:
-                metrics, vloss = self._validate()
-            fit = fitness(metrics) if do_val else -1.0
-            improved = do_val and fit >= self.best_fitness  # ties count, as officially
-            if improved:
-                self.best_fitness = fit
-            self._write_results(epoch, mloss, metrics, vloss, lrs)
-            self._save(epoch, improved or (self.val_loader is None))
-            if cfg.patience and do_val:
-                bad_epochs = 0 if improved else bad_epochs + 1
-                if bad_epochs >= cfg.patience:
-                    LOGGER.info("early stop: no improvement for %d validations", bad_epochs)
-                    break
+            stop = False
+            if self.main:
+                final = epoch + 1 == cfg.epochs
+                periodic = not cfg.noval and (epoch + 1) % cfg.val_interval == 0
+                do_val = self.val_loader is not None and (periodic or final)
+                vloss = torch.zeros(3)
+                if do_val:
+                    metrics, vloss = self._validate()
+                fit = fitness(metrics) if do_val else -1.0
+                improved = do_val and fit >= self.best_fitness  # ties count, as officially
+                if improved:
+                    self.best_fitness = fit
+                if cfg.patience and do_val:
+                    self.bad_epochs = 0 if improved else self.bad_epochs + 1
+                    if self.bad_epochs >= cfg.patience:
+                        LOGGER.info("early stop: no improvement for %d validations", self.bad_epochs)
+                        stop = True
+                self._write_results(epoch, mloss, metrics, vloss, lrs)
+                self._save(epoch, improved or (self.val_loader is None), metrics)
             if cfg.stop_after_epochs is not None and epochs_done - self.start_epoch >= cfg.stop_after_epochs:
+                stop = True
+            if _is_dist():  # rank 0 decides; every rank must leave the loop together
+                flag = [stop]
+                torch.distributed.broadcast_object_list(flag, src=0)
+                stop = bool(flag[0])
+            if stop:
                 break
         result = None
         if self.main:
@@ -526,10 +545,14 @@ class Trainer:
                     loss, items = self.loss_fn(pred, targets)
                 if _is_dist():
                     loss = loss * self.world
-            if not torch.isfinite(loss).all():
+            finite = torch.isfinite(loss).all().to(torch.int32)
+            if _is_dist():  # one rank's NaN stops every rank (else the others hang in backward)
+                torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)
+            if not bool(finite):
                 kept = "the checkpoint of the last finished epoch is kept" if epoch else "no epoch finished"
+                value = loss.item() if not torch.isfinite(loss).all() else "non-finite on another process"
                 raise TrainingDiverged(
-                    f"loss became {loss.item()} at epoch {epoch}, batch {i}; {kept}. Lower the learning rate "
+                    f"loss became {value} at epoch {epoch}, batch {i}; {kept}. Lower the learning rate "
                     f"(--set lr0=...), check the data (yoloattn data check) or train without AMP (--no-amp)."
                 )
             self.scaler.scale(loss).backward()
@@ -596,7 +619,7 @@ class Trainer:
                 w.writerow(RESULT_COLUMNS)
             w.writerow([f"{v:.6g}" if isinstance(v, float) else v for v in row])
 
-    def _save(self, epoch: int, best: bool) -> None:
+    def _save(self, epoch: int, best: bool, metrics: dict[str, float]) -> None:
         from yoloattn import __version__
         from yoloattn.models.weights import save_model
 
@@ -617,7 +640,11 @@ class Trainer:
             scaler=self.scaler,
             epoch=epoch,
             best_fitness=self.best_fitness,
-            extra={"last_opt_step": self.last_opt_step},
+            extra={
+                "last_opt_step": self.last_opt_step,
+                "bad_epochs": self.bad_epochs,
+                "metrics": {k: float(v) for k, v in metrics.items()},
+            },
         )
         save_model(ema, self.wdir / "last.safetensors", meta=meta)
         if best:
