@@ -257,3 +257,16 @@ def test_resumed_results_csv_equals_uninterrupted_with_val_interval(tiny_data, t
     b = (part.run_dir / "results.csv").read_text().splitlines()
     assert len(a) == 5 and a == b
     assert a[3].split(",")[4:8] == a[2].split(",")[4:8] != ["0"] * 4  # epoch 2 carries epoch 1's
+
+
+def test_resume_keeps_the_evolved_anchors_in_model_yaml_and_sidecars(tmp_path):
+    import json
+
+    data = _thin_box_dataset(tmp_path / "thin")
+    part = train(_cfg(data, tmp_path, epochs=2, noval=True, name="aa_resume", stop_after_epochs=1))
+    evolved = yaml.safe_load((part.run_dir / "model.yaml").read_text())["anchors"]
+    assert evolved != [[10, 13, 16, 30, 33, 23], [30, 61, 62, 45, 59, 119], [116, 90, 156, 198, 373, 326]]
+    train(TrainConfig(resume=str(part.run_dir), quiet=True, workers=0))
+    assert yaml.safe_load((part.run_dir / "model.yaml").read_text())["anchors"] == evolved
+    side = json.loads((part.run_dir / "weights" / "last.json").read_text())
+    assert side["cfg"]["anchors"] == evolved
