@@ -26,6 +26,7 @@ def _cfg(data, tmp_path, **kw):
         name="exp",
         quiet=True,
         cache_dir=str(tmp_path / "cache"),
+        plots=False,
     )
     base.update(kw)
     return TrainConfig(**base)
@@ -41,7 +42,7 @@ def test_increment_path_never_overwrites(tmp_path):
 
 
 def test_training_writes_the_run_folder(tiny_data, tmp_path):
-    res = train(_cfg(tiny_data, tmp_path))
+    res = train(_cfg(tiny_data, tmp_path, plots=True))
     run = res.run_dir
     assert run == tmp_path / "runs" / "exp" and res.epochs_done == 2
     for f in (
@@ -54,6 +55,7 @@ def test_training_writes_the_run_folder(tiny_data, tmp_path):
         "weights/best.safetensors",
         "weights/best.json",
         "weights/last.state.safetensors",
+        "confusion_matrix.png",  # the final validation of best (plots=True)
     ):
         assert (run / f).is_file(), f
     rows = list(csv.reader((run / "results.csv").open()))

@@ -124,6 +124,12 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         "--resume", default=None, metavar="RUN_DIR", help="continue a run from its last checkpoint"
     )
     add_train_options(p)
+    p.add_argument(
+        "--noplots",
+        dest="plots",
+        action="store_false",
+        help="skip the final validation of best (per-class table, PR/F1 curves, confusion matrix)",
+    )
     return p
 
 
@@ -149,6 +155,7 @@ def train_options(args: argparse.Namespace) -> dict[str, Any]:
         patience=args.patience,
         clip_grad=args.clip_grad,
         autoanchor=args.autoanchor,
+        plots=getattr(args, "plots", True),  # train only; compare evaluates on its own
         cache_dir=args.cache_dir,
         quiet=args.quiet,
     )

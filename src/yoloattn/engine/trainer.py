@@ -101,6 +101,7 @@ class TrainConfig:
     cache_dir: str | None = None
     rect: bool = False
     quiet: bool = False
+    plots: bool = True  # after training: validate best once more, per-class table + curve/confusion PNGs
     autoanchor: bool = True  # check the anchors against the labels at start, evolve if BPR <= 0.98
     clip_grad: float | None = None  # max gradient norm; None = recipe default (10 for v5, off for v7)
     stop_after_epochs: int | None = None  # stop (as if killed) after this many epochs in this call
@@ -503,6 +504,8 @@ class Trainer:
         result = None
         if self.main:
             self._plot()
+            if cfg.plots:
+                self._final_validation()
             result = TrainResult(
                 self.run_dir,
                 self.wdir / "best.safetensors",
@@ -649,6 +652,28 @@ class Trainer:
         save_model(ema, self.wdir / "last.safetensors", meta=meta)
         if best:
             save_model(ema, self.wdir / "best.safetensors", meta=meta)
+
+    def _final_validation(self) -> None:
+        """Validate ``best`` once more, as the official trainers do: the per-class table, and
+        ``confusion_matrix.png`` plus the PR/F1/P/R curves in the run folder."""
+        best = self.wdir / "best.safetensors"
+        if self.val_loader is None or not best.is_file():
+            return
+        try:
+            from yoloattn.engine.evaluator import evaluate, format_table
+            from yoloattn.models.weights import load_model
+
+            names = list(self.data.names)
+            model = load_model(best, device=self.device)
+            res = evaluate(
+                model, self.val_loader, names, self.device, half=self.amp, verbose=False, coco=False
+            )
+            if not self.cfg.quiet:
+                LOGGER.info("validating %s:\n%s", best, format_table(res))
+            res.confusion.plot(self.run_dir / "confusion_matrix.png", names)
+            res.det_metrics.plot(self.run_dir)
+        except Exception as e:  # a plot must never lose a finished training
+            LOGGER.warning("final validation of %s failed: %s", best, e)
 
     def _plot(self) -> None:
         try:

@@ -120,6 +120,7 @@ def run_one(cfg: CompareConfig, variant: Variant, seed: int) -> dict[str, Any]:
             project=str(run_dir.parent),
             name=run_dir.name,
             exist_ok=True,
+            plots=False,  # compare evaluates the final weights itself (below) and draws its own plots
         )
         train(TrainConfig(**opts))
     # the final (EMA) weights: choosing the best epoch on the split we report would bias the study
