@@ -61,6 +61,11 @@ def test_train_val_predict_round_trip(tiny_data, tmp_path, capsys):
     )
     run = runs / "train" / "exp"
     assert "mosaic: 0.0" in (run / "args.yaml").read_text()
+    capsys.readouterr()
+    # --resume without a folder finds the newest run under --project (this one has finished)
+    assert main(["train", "--resume", "--project", str(runs / "train"), "--quiet", "--workers", "0"]) == 1
+    out = capsys.readouterr()
+    assert f"resuming {run}" in out.out and "already finished all 1 epochs" in out.err
     assert (
         main(
             [
@@ -126,3 +131,5 @@ def test_errors_are_reported_without_traceback(tmp_path, capsys):
     assert "weights not found" in capsys.readouterr().err
     assert main(["train", "--data", "d.yaml", "--set", "lr0"]) == 1
     assert "key=value" in capsys.readouterr().err
+    assert main(["train", "--resume", "--project", str(tmp_path / "empty")]) == 1
+    assert "no run with a checkpoint under" in capsys.readouterr().err

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Any
 
 
@@ -121,7 +122,12 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--name", default="exp")
     p.add_argument("--exist-ok", action="store_true")
     p.add_argument(
-        "--resume", default=None, metavar="RUN_DIR", help="continue a run from its last checkpoint"
+        "--resume",
+        nargs="?",
+        const="latest",
+        default=None,
+        metavar="RUN_DIR",
+        help="continue a run from its last checkpoint (no RUN_DIR: the newest run under --project)",
     )
     add_train_options(p)
     p.add_argument(
@@ -177,10 +183,25 @@ def config_from_args(args: argparse.Namespace):
     )
 
 
+def latest_run(project: str) -> Path:
+    """The run folder under ``project`` whose resume state was written last."""
+    states = sorted(Path(project).glob("*/weights/last.state.safetensors"), key=lambda f: f.stat().st_mtime)
+    if not states:
+        raise FileNotFoundError(
+            f"--resume: no run with a checkpoint under {project}/ (looked for "
+            "*/weights/last.state.safetensors); pass the run folder, e.g. --resume runs/train/exp3, "
+            "or --project where the runs are"
+        )
+    return states[-1].parent.parent
+
+
 def run(args: argparse.Namespace) -> int:
     from yoloattn.engine.trainer import TrainConfig, train
 
     if args.resume:
+        if args.resume == "latest":
+            args.resume = str(latest_run(args.project))
+            print(f"resuming {args.resume}")
         cfg = TrainConfig(resume=args.resume, device=args.device, workers=args.workers, quiet=args.quiet)
     else:
         if not args.data:
