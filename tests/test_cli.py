@@ -55,12 +55,14 @@ def test_train_val_predict_round_trip(tiny_data, tmp_path, capsys):
                 str(tmp_path / "c"),
                 "--set",
                 "mosaic=0,lr0=0.02",
+                "--cache",
             ]
         )
         == 0
     )
     run = runs / "train" / "exp"
     assert "mosaic: 0.0" in (run / "args.yaml").read_text()
+    assert "cache: ram" in (run / "args.yaml").read_text()
     capsys.readouterr()
     # --resume without a folder finds the newest run under --project (this one has finished)
     assert main(["train", "--resume", "--project", str(runs / "train"), "--quiet", "--workers", "0"]) == 1

@@ -94,6 +94,14 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
         help="keep the model's anchors (default: check them against the labels, evolve if BPR <= 0.98)",
     )
     p.add_argument("--patience", type=int, default=0, help="stop after N validations without improvement")
+    p.add_argument(
+        "--cache",
+        nargs="?",
+        const="ram",
+        choices=["ram"],
+        default=None,
+        help="keep decoded, resized images in RAM (faster epochs; checked against free memory)",
+    )
     p.add_argument("--cache-dir", default=None, help="where label-scan caches go if the dataset is read-only")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -163,6 +171,7 @@ def train_options(args: argparse.Namespace) -> dict[str, Any]:
         autoanchor=args.autoanchor,
         plots=getattr(args, "plots", True),  # train only; compare evaluates on its own
         cache_dir=args.cache_dir,
+        cache=args.cache,
         quiet=args.quiet,
     )
 

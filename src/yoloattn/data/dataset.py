@@ -814,6 +814,9 @@ class YoloDataset(torch.utils.data.Dataset):
         prefix: log/error prefix.
         nc: number of classes for the class-id check (None: ids only need to be >= 0).
         use_cache: read the scan cache when valid.
+        cache_images: decode and resize every image once and keep it in RAM (the official
+            ``--cache ram``); skipped with a warning when it would take more than half of the
+            available memory. Items are identical with and without it.
     """
 
     def __init__(
@@ -832,6 +835,7 @@ class YoloDataset(torch.utils.data.Dataset):
         *,
         nc: int | None = None,
         use_cache: bool = True,
+        cache_images: bool = False,
     ) -> None:
         if stride <= 0 or imgsz <= 0 or imgsz % stride:
             raise ValueError(f"{prefix}imgsz={imgsz} must be a positive multiple of the stride {stride}")
@@ -862,6 +866,9 @@ class YoloDataset(torch.utils.data.Dataset):
         self.batch_index: np.ndarray | None = None
         if self.rect:
             self._init_rect()
+        self._ims: list[np.ndarray] | None = None
+        if cache_images:
+            self._cache_images()
 
     # ------------------------------------------------------------------ structure
     def __len__(self) -> int:
@@ -900,12 +907,40 @@ class YoloDataset(torch.utils.data.Dataset):
         return [list(range(s, min(s + self.batch_size, n))) for s in range(0, n, self.batch_size)]
 
     # ------------------------------------------------------------------ loading
+    def _cache_images(self) -> None:
+        scale = self.imgsz / self.shapes.max(1)
+        need = int(sum(round(h * r) * round(w * r) * 3 for (h, w), r in zip(self.shapes, scale)))
+        try:
+            avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError, AttributeError):  # not available on this platform
+            avail = None
+        if avail is not None and need > avail / 2:
+            LOGGER.warning(
+                "%snot caching images: they need %.1f GB, more than half of the %.1f GB available",
+                self.prefix,
+                need / 1e9,
+                avail / 1e9,
+            )
+            return
+        ims = []
+        for i in range(len(self)):
+            img = self.load_image(i)[0]
+            img.flags.writeable = False  # shared by every epoch (and forked workers): never mutated
+            ims.append(img)
+        self._ims = ims
+        LOGGER.info("%scached %d images in RAM (%.2f GB)", self.prefix, len(ims), need / 1e9)
+
     def load_image(self, i: int) -> tuple[np.ndarray, tuple[int, int], tuple[int, int]]:
         """Image ``i`` resized so its long side is ``imgsz``: ``(img, (h0, w0), (h, w))``.
 
         Shrinking is bilinear when augmenting and area-like (box filter) otherwise, as in
-        the official loaders (INTER_LINEAR / INTER_AREA).
+        the official loaders (INTER_LINEAR / INTER_AREA). With ``cache_images`` the array is
+        the cached, read-only one.
         """
+        if self._ims is not None:
+            img = self._ims[i]
+            h0, w0 = (int(v) for v in self.shapes[i])
+            return img, (h0, w0), img.shape[:2]
         shrink = Image.Resampling.BILINEAR if self.augment else Image.Resampling.BOX
         img, (h0, w0) = read_image(self.im_files[i], self.imgsz, shrink)
         return img, (h0, w0), img.shape[:2]

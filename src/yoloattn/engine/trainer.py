@@ -99,6 +99,7 @@ class TrainConfig:
     nbs: int = 64
     patience: int = 0
     cache_dir: str | None = None
+    cache: str | None = None  # "ram": keep the decoded, resized images in memory (train and val)
     rect: bool = False
     quiet: bool = False
     plots: bool = True  # after training: validate best once more, per-class table + curve/confusion PNGs
@@ -307,6 +308,9 @@ class Trainer:
         self.gs = max(int(model.stride.max()), 32)
         if cfg.imgsz % self.gs:
             raise ValueError(f"--imgsz {cfg.imgsz} must be a multiple of the max stride {self.gs}")
+        if cfg.cache not in (None, "", "ram"):
+            raise ValueError(f"--cache {cfg.cache!r}: the only image cache is 'ram'")
+        cache_images = cfg.cache == "ram"
 
         # data
         self.train_set = YoloDataset(
@@ -321,6 +325,7 @@ class Trainer:
             cache_dir=cfg.cache_dir,
             prefix="train: ",
             nc=self.data.nc,
+            cache_images=cache_images,
         )
         self.anchor_report = None
         if cfg.autoanchor and not self.resume_state:
@@ -358,6 +363,7 @@ class Trainer:
                 cache_dir=cfg.cache_dir,
                 prefix="val: ",
                 nc=self.data.nc,
+                cache_images=cache_images,
             )
             self.val_loader = build_dataloader(
                 self.val_set, cfg.batch * 2, shuffle=False, workers=cfg.workers, seed=cfg.seed
