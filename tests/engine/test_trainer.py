@@ -272,3 +272,38 @@ def test_resume_keeps_the_evolved_anchors_in_model_yaml_and_sidecars(tmp_path):
     assert yaml.safe_load((part.run_dir / "model.yaml").read_text())["anchors"] == evolved
     side = json.loads((part.run_dir / "weights" / "last.json").read_text())
     assert side["cfg"]["anchors"] == evolved
+
+
+def test_single_cls_multi_scale_save_period_and_rect(tiny_data, tmp_path):
+    import json
+
+    res = train(
+        _cfg(tiny_data, tmp_path, epochs=2, name="opts", single_cls=True, multi_scale=True, save_period=1)
+    )
+    w = res.run_dir / "weights"
+    assert (w / "epoch0.safetensors").is_file() and (w / "epoch1.safetensors").is_file()
+    side = json.loads((w / "last.json").read_text())
+    assert side["cfg"]["nc"] == 1 and side["names"] == ["item"]  # tiny data has 2 classes
+    t = tr.Trainer(_cfg(tiny_data, tmp_path, name="ms", multi_scale=True))
+    t.setup()
+    imgs = torch.zeros(2, 3, 64, 80)
+    sizes = set()
+    for ni in range(40):
+        out = t._rescale_batch(imgs, ni)
+        assert torch.equal(out, t._rescale_batch(imgs, ni))  # depends only on (seed, iteration)
+        assert out.shape[2] % 32 == 0 and out.shape[3] % 32 == 0 and 32 <= max(out.shape[2:]) <= 96
+        sizes.add(tuple(out.shape[2:]))
+    assert len(sizes) >= 2
+    rect = train(_cfg(tiny_data, tmp_path, epochs=1, name="rect", rect=True, noval=True))
+    assert (rect.run_dir / "weights" / "last.safetensors").is_file()
+
+
+def test_val_loader_single_cls_scores_all_classes_as_one(tiny_data, tmp_path):
+    from yoloattn.engine.evaluator import build_val_loader
+
+    dcfg, loader = build_val_loader(str(tiny_data), 64, 4, 32, cache_dir=str(tmp_path), single_cls=True)
+    assert dcfg.nc == 1 and dcfg.names == ["item"]
+    classes = torch.cat([b[1][:, 1] for b in loader])
+    assert classes.numel() > 0 and bool((classes == 0).all())
+    _, plain = build_val_loader(str(tiny_data), 64, 4, 32, cache_dir=str(tmp_path))
+    assert bool((torch.cat([b[1][:, 1] for b in plain]) == 1).any())

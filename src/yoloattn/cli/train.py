@@ -94,6 +94,16 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
         help="keep the model's anchors (default: check them against the labels, evolve if BPR <= 0.98)",
     )
     p.add_argument("--patience", type=int, default=0, help="stop after N validations without improvement")
+    p.add_argument("--rect", action="store_true", help="rectangular training batches (no mosaic, no shuffle)")
+    p.add_argument(
+        "--multi-scale", action="store_true", help="resize every batch to a random 0.5x-1.5x of --imgsz"
+    )
+    p.add_argument(
+        "--single-cls", action="store_true", help="train as one class (every label becomes 'item')"
+    )
+    p.add_argument(
+        "--save-period", type=int, default=0, metavar="N", help="also keep weights/epoch{k} every N epochs"
+    )
     p.add_argument(
         "--cache",
         nargs="?",
@@ -172,6 +182,10 @@ def train_options(args: argparse.Namespace) -> dict[str, Any]:
         plots=getattr(args, "plots", True),  # train only; compare evaluates on its own
         cache_dir=args.cache_dir,
         cache=args.cache,
+        rect=args.rect,
+        multi_scale=args.multi_scale,
+        single_cls=args.single_cls,
+        save_period=args.save_period,
         quiet=args.quiet,
     )
 

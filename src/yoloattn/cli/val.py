@@ -36,6 +36,11 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--project", default="runs/val")
     p.add_argument("--name", default="exp")
     p.add_argument("--samples", type=int, default=4, help="images drawn with predicted and true boxes")
+    p.add_argument(
+        "--single-cls",
+        action="store_true",
+        help="score all classes as one (models from train --single-cls)",
+    )
     return p
 
 
@@ -66,11 +71,12 @@ def run(args: argparse.Namespace) -> int:
     model = load_model(wpath, device=device)
     stride = max(int(model.stride.max()), 32)
     dcfg, loader = build_val_loader(
-        args.data, args.imgsz, args.batch, stride, args.split, args.workers, args.cache_dir
+        args.data, args.imgsz, args.batch, stride, args.split, args.workers, args.cache_dir, args.single_cls
     )
     names = list(dcfg.names)
     if model.nc != len(names):
-        raise ValueError(f"weights {wpath} predict {model.nc} classes but {args.data} has {len(names)}")
+        hint = " (trained with --single-cls? pass --single-cls)" if model.nc == 1 else ""
+        raise ValueError(f"weights {wpath} predict {model.nc} classes but {args.data} has {len(names)}{hint}")
     res = evaluate(model, loader, names, device, conf=args.conf, iou=args.iou, keep_samples=args.samples)
     print(format_table(res))
     out = increment_path(Path(args.project) / args.name)

@@ -817,6 +817,8 @@ class YoloDataset(torch.utils.data.Dataset):
         cache_images: decode and resize every image once and keep it in RAM (the official
             ``--cache ram``); skipped with a warning when it would take more than half of the
             available memory. Items are identical with and without it.
+        single_cls: train/validate as one class: every label's class becomes 0 (after the
+            class ids were checked against ``nc``).
     """
 
     def __init__(
@@ -836,6 +838,7 @@ class YoloDataset(torch.utils.data.Dataset):
         nc: int | None = None,
         use_cache: bool = True,
         cache_images: bool = False,
+        single_cls: bool = False,
     ) -> None:
         if stride <= 0 or imgsz <= 0 or imgsz % stride:
             raise ValueError(f"{prefix}imgsz={imgsz} must be a positive multiple of the stride {stride}")
@@ -860,6 +863,8 @@ class YoloDataset(torch.utils.data.Dataset):
         self.im_files: list[str] = list(self.report.im_files)
         self.label_files: list[str] = list(self.report.label_files)
         self.labels: list[np.ndarray] = list(self.report.labels)
+        if single_cls:
+            self.labels = [np.concatenate((np.zeros_like(lab[:, :1]), lab[:, 1:]), 1) for lab in self.labels]
         self.shapes: np.ndarray = self.report.shapes.copy()  # (h, w) per image
         self.mosaic = self.augment and not self.rect and self.hyp.mosaic > 0
         self.batch_shapes: np.ndarray | None = None

@@ -210,10 +210,18 @@ def build_val_loader(
     split: str = "val",
     workers: int = 0,
     cache_dir: str | None = None,
+    single_cls: bool = False,
 ):
+    """``(dataset config, loader)`` of a split in the official validation geometry (rect batches,
+    half-stride padding). ``single_cls`` scores every class as one ("item"), as ``train --single-cls``."""
+    import dataclasses
+
     from yoloattn.data import YoloDataset, build_dataloader, load_dataset_config
 
     dcfg = load_dataset_config(data)
+    scan_nc = dcfg.nc
+    if single_cls and dcfg.nc > 1:
+        dcfg = dataclasses.replace(dcfg, nc=1, names=["item"])
     sources = getattr(dcfg, split, None)
     if not sources:
         raise ValueError(f"dataset {data} has no {split!r} split")
@@ -227,7 +235,8 @@ def build_val_loader(
         pad=0.5,
         cache_dir=cache_dir,
         prefix=f"{split}: ",
-        nc=dcfg.nc,
+        nc=scan_nc,
+        single_cls=single_cls,
     )
     return dcfg, build_dataloader(ds, batch, shuffle=False, workers=workers, seed=0)
 

@@ -99,6 +99,9 @@ class TrainConfig:
     nbs: int = 64
     patience: int = 0
     cache_dir: str | None = None
+    single_cls: bool = False  # train as one class ("item" unless the dataset has one class)
+    multi_scale: bool = False  # every batch resized to a random 0.5x-1.5x of imgsz (stride multiple)
+    save_period: int = 0  # also keep weights/epoch{N}.safetensors every N epochs (0 = off)
     cache: str | None = None  # "ram": keep the decoded, resized images in memory (train and val)
     rect: bool = False
     quiet: bool = False
@@ -247,6 +250,10 @@ class Trainer:
             raise ValueError("no dataset given: pass --data path/to/data.yaml")
         seed_everything(cfg.seed + self.rank, cfg.deterministic)
         self.data = load_dataset_config(cfg.data)
+        self.scan_nc = self.data.nc  # label class ids are checked against the dataset's classes
+        if cfg.single_cls:
+            names = list(self.data.names) if self.data.nc == 1 else ["item"]
+            self.data = dataclasses.replace(self.data, nc=1, names=names)
 
         base_cfg = load_config(cfg.model)
         self.index_map: dict[int, int] | None = None
@@ -324,8 +331,9 @@ class Trainer:
             seed=cfg.seed,
             cache_dir=cfg.cache_dir,
             prefix="train: ",
-            nc=self.data.nc,
+            nc=self.scan_nc,
             cache_images=cache_images,
+            single_cls=cfg.single_cls,
         )
         self.anchor_report = None
         if cfg.autoanchor and not self.resume_state:
@@ -362,8 +370,9 @@ class Trainer:
                 seed=cfg.seed,
                 cache_dir=cfg.cache_dir,
                 prefix="val: ",
-                nc=self.data.nc,
+                nc=self.scan_nc,
                 cache_images=cache_images,
+                single_cls=cfg.single_cls,
             )
             self.val_loader = build_dataloader(
                 self.val_set, cfg.batch * 2, shuffle=False, workers=cfg.workers, seed=cfg.seed
@@ -541,6 +550,8 @@ class Trainer:
         for i, batch in bar:
             ni = i + nb * epoch
             imgs = batch[0].to(self.device, non_blocking=True).float() / 255.0
+            if cfg.multi_scale:
+                imgs = self._rescale_batch(imgs, ni)
             targets = batch[1].to(self.device)
             if ni <= nw:
                 accumulate = warmup_step(
@@ -583,6 +594,18 @@ class Trainer:
                     f"cls {mloss[2]:.4f} inst {targets.shape[0]:>4} {imgs.shape[-1]}px"
                 )
         return mloss
+
+    def _rescale_batch(self, imgs: torch.Tensor, ni: int) -> torch.Tensor:
+        """Multi-scale training: resize the batch so its long side is a random multiple of the
+        stride in [0.5, 1.5] x imgsz; the size depends only on (seed, iteration), so resume is exact."""
+        gs, imgsz = self.gs, self.cfg.imgsz
+        rng = np.random.default_rng([self.cfg.seed, ni, 0x5CA1E])
+        size = int(rng.integers(int(imgsz * 0.5), int(imgsz * 1.5) + gs)) // gs * gs
+        sf = size / max(imgs.shape[2:])
+        if sf == 1:
+            return imgs
+        new = [math.ceil(x * sf / gs) * gs for x in imgs.shape[2:]]
+        return nn.functional.interpolate(imgs, size=new, mode="bilinear", align_corners=False)
 
     def _validate(self) -> tuple[dict[str, float], torch.Tensor]:
         from yoloattn.engine.evaluator import evaluate
@@ -656,6 +679,8 @@ class Trainer:
             },
         )
         save_model(ema, self.wdir / "last.safetensors", meta=meta)
+        if self.cfg.save_period > 0 and (epoch + 1) % self.cfg.save_period == 0:
+            save_model(ema, self.wdir / f"epoch{epoch}.safetensors", meta=meta)
         if best:
             save_model(ema, self.wdir / "best.safetensors", meta=meta)
 
