@@ -434,3 +434,21 @@ def test_ota_cost_is_finite_when_probabilities_saturate() -> None:
     loss, items = loss_fn(p, t, torch.zeros(2, 3, 64, 64))
     assert torch.isfinite(loss).all() and torch.isfinite(items).all()
     assert sum(len(lv) for lv in loss_fn.build_targets(p, t, torch.zeros(2, 3, 64, 64))) > 0
+
+
+def test_ota_matches_in_pixels_per_axis_on_non_square_batches(monkeypatch) -> None:
+    # a 64 x 256 batch (rect / multi-scale): x and w must scale with the width, y and h with the
+    # height; scaling all four by the height (the official shortcut for square images) would put
+    # the box far from its candidates and every IoU would be 0
+    import yoloattn.engine.loss_ota as ota
+
+    seen = []
+    real = ota.dynamic_k_matching
+    monkeypatch.setattr(
+        ota, "dynamic_k_matching", lambda cost, iou, **kw: (seen.append(iou), real(cost, iou))[1]
+    )
+    g = torch.Generator().manual_seed(0)
+    p = [torch.randn(1, 3, 64 // s, 256 // s, 8, generator=g) * 0.1 for s in (8, 16, 32)]
+    t = _targets([[0, 1, 0.875, 0.5, 0.1, 0.5]])
+    ComputeLossOTA(_Model(3), HYP)(p, t, torch.zeros(1, 3, 64, 256))
+    assert seen and float(seen[0].max()) > 0.1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+from dataclasses import replace as dataclasses_replace
 
 import pytest
 import torch
@@ -258,6 +259,10 @@ def test_resumed_results_csv_equals_uninterrupted_with_val_interval(tiny_data, t
     a = (full.run_dir / "results.csv").read_text().splitlines()
     b = (part.run_dir / "results.csv").read_text().splitlines()
     assert len(a) == 5 and a == b
+    from yoloattn.engine.checkpoint import load_training_state
+
+    _, state = load_training_state(part.run_dir / "weights" / "last.state.safetensors")
+    assert "bad_epochs" in state["extra"] and state["extra"]["metrics"]["map50"] > 0
     assert a[3].split(",")[4:8] == a[2].split(",")[4:8] != ["0"] * 4  # epoch 2 carries epoch 1's
 
 
@@ -284,6 +289,11 @@ def test_single_cls_multi_scale_save_period_and_rect(tiny_data, tmp_path):
     assert (w / "epoch0.safetensors").is_file() and (w / "epoch1.safetensors").is_file()
     side = json.loads((w / "last.json").read_text())
     assert side["cfg"]["nc"] == 1 and side["names"] == ["item"]  # tiny data has 2 classes
+    from yoloattn.engine.evaluator import evaluate_run
+
+    assert "map50" in evaluate_run(w / "last.safetensors", str(tiny_data), imgsz=64, single_cls=True)
+    with pytest.raises(ValueError, match="predict 1 classes but .* has 2 .*single-cls"):
+        evaluate_run(w / "last.safetensors", str(tiny_data), imgsz=64)
     t = tr.Trainer(_cfg(tiny_data, tmp_path, name="ms", multi_scale=True))
     t.setup()
     imgs = torch.zeros(2, 3, 64, 80)
@@ -296,6 +306,28 @@ def test_single_cls_multi_scale_save_period_and_rect(tiny_data, tmp_path):
     assert len(sizes) >= 2
     rect = train(_cfg(tiny_data, tmp_path, epochs=1, name="rect", rect=True, noval=True))
     assert (rect.run_dir / "weights" / "last.safetensors").is_file()
+    small = tr.Trainer(_cfg(tiny_data, tmp_path, name="ms32", imgsz=32, multi_scale=True))
+    small.setup()
+    assert all(small._rescale_batch(torch.zeros(1, 3, 32, 32), ni).shape[-1] >= 32 for ni in range(30))
+
+
+def test_freeze_n_counts_base_rows_when_attention_is_placed(tiny_data, tmp_path):
+    from yoloattn.engine.checkpoint import load_training_state
+
+    cfg = _cfg(tiny_data, tmp_path, epochs=2, name="fz", attention="se@backbone", freeze=[10], noval=True)
+    t = tr.Trainer(cfg)
+    t.setup()
+    assert t.frozen_rows == [0, 1, 2, 3, 4, 5, 6, 7, 8, 10]  # SE was inserted as row 9, SPPF is row 10
+    se = [p for n, p in t.model.named_parameters() if n.startswith("model.9.")]
+    assert se and all(p.requires_grad for p in se)
+    assert not any(p.requires_grad for n, p in t.model.named_parameters() if n.startswith("model.10."))
+    res = train(dataclasses_replace(cfg, name="fz_run", stop_after_epochs=1))
+    _, state = load_training_state(res.run_dir / "weights" / "last.state.safetensors")
+    assert state["extra"]["frozen_rows"] == t.frozen_rows
+    r = tr.Trainer(TrainConfig(resume=str(res.run_dir), quiet=True, workers=0))
+    r.setup()  # rebuilt from model.yaml (no placement map): the saved rows are used
+    assert r.frozen_rows == t.frozen_rows
+    assert all(p.requires_grad for n, p in r.model.named_parameters() if n.startswith("model.9."))
 
 
 def test_val_loader_single_cls_scores_all_classes_as_one(tiny_data, tmp_path):

@@ -5,7 +5,7 @@ Examples::
     yoloattn train --model yolov5n --data data.yaml --epochs 100 --imgsz 640
     yoloattn train --model yolov5s --attention cbam@neck --weights base.safetensors --data data.yaml
     yoloattn train --resume runs/train/exp3
-    torchrun --nproc_per_node 4 -m yoloattn.cli train --model yolov7 --data data.yaml --device 0,1,2,3
+    torchrun --nproc_per_node 4 -m yoloattn.cli train --model yolov7 --data data.yaml  # GPU i = LOCAL_RANK
 """
 
 from __future__ import annotations
@@ -69,7 +69,9 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
         type=int,
         nargs="*",
         default=[],
-        help="N: freeze rows 0..N-1 (10 = the YOLOv5 backbone); several numbers: those rows",
+        metavar="N",
+        help="N: freeze the first N rows of the base model (10 = the YOLOv5 backbone; attention rows "
+        "placed among them stay trainable); several numbers: those rows of the model as built",
     )
     p.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm under DDP")
     p.add_argument("--no-amp", dest="amp", action="store_false", help="disable mixed precision on CUDA")
@@ -85,7 +87,7 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
         type=float,
         default=None,
         metavar="NORM",
-        help="clip the gradient norm (default: 10 for YOLOv5 as officially, off for YOLOv7; 0 = off)",
+        help="clip the gradient norm (default: 10 for YOLOv5 as officially, off for YOLOv7; 0 = off; >= 0)",
     )
     p.add_argument(
         "--noautoanchor",
@@ -102,7 +104,11 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
         "--single-cls", action="store_true", help="train as one class (every label becomes 'item')"
     )
     p.add_argument(
-        "--save-period", type=int, default=0, metavar="N", help="also keep weights/epoch{k} every N epochs"
+        "--save-period",
+        type=int,
+        default=0,
+        metavar="N",
+        help="keep weights/epoch{k}, k = 0, N, 2N...",
     )
     p.add_argument(
         "--cache",

@@ -919,10 +919,12 @@ class YoloDataset(torch.utils.data.Dataset):
             avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
         except (ValueError, OSError, AttributeError):  # not available on this platform
             avail = None
-        if avail is not None and need > avail / 2:
+        procs = max(int(os.environ.get("LOCAL_WORLD_SIZE", 1)), 1)  # every DDP process on this node caches
+        if avail is not None and need * procs > avail / 2:
             LOGGER.warning(
-                "%snot caching images: they need %.1f GB, more than half of the %.1f GB available",
+                "%snot caching images: %d process(es) x %.1f GB is more than half of the %.1f GB available",
                 self.prefix,
+                procs,
                 need / 1e9,
                 avail / 1e9,
             )

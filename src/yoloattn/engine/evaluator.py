@@ -264,15 +264,26 @@ def resolve_weights(path: str | Path) -> Path:
 
 
 def evaluate_run(
-    run_or_weights: str | Path, data: str, imgsz: int = 640, device: str = "", batch: int = 16
+    run_or_weights: str | Path,
+    data: str,
+    imgsz: int = 640,
+    device: str = "",
+    batch: int = 16,
+    single_cls: bool = False,
 ) -> dict[str, float]:
     """Evaluate a finished run's best weights with both metrics; returns the metrics dict."""
     from yoloattn.engine.trainer import select_device
     from yoloattn.models.weights import load_model
 
     dev = select_device(device)
-    model = load_model(resolve_weights(run_or_weights), device=dev)
+    wpath = resolve_weights(run_or_weights)
+    model = load_model(wpath, device=dev)
     stride = max(int(model.stride.max()), 32)
-    dcfg, loader = build_val_loader(data, imgsz, batch, stride)
+    dcfg, loader = build_val_loader(data, imgsz, batch, stride, single_cls=single_cls)
+    if int(model.nc) != dcfg.nc:
+        raise ValueError(
+            f"weights {wpath} predict {model.nc} classes but {data} has {dcfg.nc}"
+            + (" (trained with --single-cls?)" if model.nc == 1 else "")
+        )
     res = evaluate(model, loader, list(dcfg.names), dev, verbose=False)
     return res.metrics

@@ -74,9 +74,9 @@ class ComputeLossOTA(ComputeLoss):
     """YOLOv7 loss with dynamic-k (SimOTA) positive assignment (spec 7.2).
 
     Same constructor as :class:`~yoloattn.engine.loss.ComputeLoss`. Call with
-    ``(p, targets, imgs)``; ``imgs`` (the ``[bs, 3, H, W]`` batch) only supplies the image height that
-    converts normalised targets to pixels; when it is None the height is ``ny`` of level 0 times
-    its stride. Returns ``(loss * bs, tensor([lbox, lobj, lcls, loss]).detach())`` as the official
+    ``(p, targets, imgs)``; ``imgs`` (the ``[bs, 3, H, W]`` batch) only supplies the image size that
+    converts normalised targets to pixels; when it is None the size is level 0's grid times its
+    stride. Returns ``(loss * bs, tensor([lbox, lobj, lcls, loss]).detach())`` as the official
     YOLOv7 loss does (spec 7.2: one more item than ``ComputeLoss``, the unscaled total).
     """
 
@@ -89,10 +89,15 @@ class ComputeLossOTA(ComputeLoss):
         shapes = [(int(pi.shape[2]), int(pi.shape[3])) for pi in p]
         cands = candidate_targets(targets, shapes, self._anchors(device), self.hyp["anchor_t"])
         strides = self._strides(device)
+        # normalised targets -> pixels. The official code multiplies x, y, w and h by the image
+        # height, right only for square training images; per-axis scaling gives the same numbers
+        # there and stays right for rect / multi-scale batches that are not square.
         if imgs is not None:
-            img_h = float(imgs.shape[-2])
+            img_h, img_w = float(imgs.shape[-2]), float(imgs.shape[-1])
         else:
             img_h = float(shapes[0][0] * strides[0].item())
+            img_w = float(shapes[0][1] * strides[0].item())
+        to_px = torch.tensor([img_w, img_h, img_w, img_h], device=device)
 
         # Decode every candidate once (pixels), without gradient: only the matching uses it.
         boxes, cls_logits, obj_logits = [], [], []
@@ -122,7 +127,7 @@ class ComputeLossOTA(ComputeLoss):
                 pcls = torch.cat([cl[s] for cl, s in zip(cls_logits, sel)])
                 pobj = torch.cat([ob[s] for ob, s in zip(obj_logits, sel)])
 
-                gt_xyxy = box_convert(gts[:, 2:6] * img_h, "cxcywh", "xyxy")
+                gt_xyxy = box_convert(gts[:, 2:6] * to_px, "cxcywh", "xyxy")
                 iou = box_iou(gt_xyxy, box_convert(pred, "cxcywh", "xyxy"))  # (G, C)
                 iou_cost = -torch.log(iou + 1e-8)
 

@@ -152,6 +152,17 @@ def _ranges(rows: list[int]) -> str:
     return ", ".join(map(str, rows))
 
 
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def base_cfg_rows(cfg: dict) -> list:
+    """The rows (backbone + head) of a model config."""
+    return list(cfg.get("backbone", [])) + list(cfg.get("head", []))
+
+
 def fitness(metrics: dict[str, float]) -> float:
     return 0.1 * metrics.get("map50", 0.0) + 0.9 * metrics.get("map", 0.0)
 
@@ -202,7 +213,7 @@ class Trainer:
     """One training run. Use :func:`train` for the common case."""
 
     def __init__(self, cfg: TrainConfig):
-        self.cfg = cfg
+        self.cfg = dataclasses.replace(cfg)  # setup() resolves defaults into it; the caller's stays as given
         self.resume_state: tuple[dict, dict] | None = None
         if cfg.resume:
             self._load_resume_args()
@@ -299,7 +310,16 @@ class Trainer:
         if cfg.weights and not self.resume_state:
             self._load_weights(model)
 
-        frozen = freeze_rows(cfg.freeze, len(model.model))
+        saved_rows = self.resume_state[1].get("extra", {}).get("frozen_rows") if self.resume_state else None
+        if saved_rows is not None:  # resume: the rows resolved when the run started
+            frozen = [int(i) for i in saved_rows]
+        elif len(cfg.freeze) == 1 and self.index_map is not None:
+            # --freeze N with attention placed: the first N rows of the base model, wherever
+            # placement moved them; inserted attention rows are never frozen
+            frozen = sorted(self.index_map[i] for i in freeze_rows(cfg.freeze, len(base_cfg_rows(base_cfg))))
+        else:
+            frozen = freeze_rows(cfg.freeze, len(model.model))
+        self.frozen_rows = frozen
         for n, p in model.named_parameters():
             if any(n.startswith(f"model.{i}.") for i in frozen):
                 p.requires_grad_(False)
@@ -388,6 +408,8 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda=self.lf)
         self.ema = ModelEMA(model) if self.main else None
         # YOLOv5 clips the gradient norm at 10 before every step; YOLOv7 does not clip
+        if cfg.clip_grad is not None and cfg.clip_grad < 0:
+            raise ValueError(f"--clip-grad must be >= 0 (0 turns clipping off), got {cfg.clip_grad}")
         clip = cfg.clip_grad if cfg.clip_grad is not None else (10.0 if self.family == "v5" else 0.0)
         self.clip_grad = float(clip)
         self.amp = bool(cfg.amp and self.device.type == "cuda")
@@ -430,8 +452,9 @@ class Trainer:
             self.wdir.mkdir(parents=True, exist_ok=True)
             args = cfg.to_dict()
             args["hyp_resolved"] = self.hyp_file
-            (self.run_dir / "args.yaml").write_text(yaml.safe_dump(args, sort_keys=False))
-            (self.run_dir / "model.yaml").write_text(yaml.safe_dump(self.model_cfg, sort_keys=False))
+            # atomic: under DDP the other ranks of a resumed run read these files while rank 0 writes
+            _write_atomic(self.run_dir / "args.yaml", yaml.safe_dump(args, sort_keys=False))
+            _write_atomic(self.run_dir / "model.yaml", yaml.safe_dump(self.model_cfg, sort_keys=False))
 
     def _load_weights(self, model: nn.Module) -> None:
         from yoloattn.models.weights import load_state_for_transfer, transfer_weights
@@ -482,6 +505,7 @@ class Trainer:
             restore_rng(*self._rng_to_restore)
         metrics: dict[str, float] = dict(self.resume_extra.get("metrics", {}))
         epochs_done = self.start_epoch
+        stopped_early = False  # by --patience (not by stop_after_epochs, which simulates a kill)
         for epoch in range(self.start_epoch, cfg.epochs):
             self.model.train()
             self.train_loader.set_epoch(epoch)  # shuffle order and augmentation depend on (seed, epoch)
@@ -505,7 +529,7 @@ class Trainer:
                     self.bad_epochs = 0 if improved else self.bad_epochs + 1
                     if self.bad_epochs >= cfg.patience:
                         LOGGER.info("early stop: no improvement for %d validations", self.bad_epochs)
-                        stop = True
+                        stop = stopped_early = True
                 self._write_results(epoch, mloss, metrics, vloss, lrs)
                 self._save(epoch, improved or (self.val_loader is None), metrics)
             if cfg.stop_after_epochs is not None and epochs_done - self.start_epoch >= cfg.stop_after_epochs:
@@ -519,7 +543,7 @@ class Trainer:
         result = None
         if self.main:
             self._plot()
-            if cfg.plots:
+            if cfg.plots and (epochs_done == cfg.epochs or stopped_early):
                 self._final_validation()
             result = TrainResult(
                 self.run_dir,
@@ -600,7 +624,7 @@ class Trainer:
         stride in [0.5, 1.5] x imgsz; the size depends only on (seed, iteration), so resume is exact."""
         gs, imgsz = self.gs, self.cfg.imgsz
         rng = np.random.default_rng([self.cfg.seed, ni, 0x5CA1E])
-        size = int(rng.integers(int(imgsz * 0.5), int(imgsz * 1.5) + gs)) // gs * gs
+        size = max(int(rng.integers(int(imgsz * 0.5), int(imgsz * 1.5) + gs)) // gs * gs, gs)
         sf = size / max(imgs.shape[2:])
         if sf == 1:
             return imgs
@@ -673,13 +697,14 @@ class Trainer:
             epoch=epoch,
             best_fitness=self.best_fitness,
             extra={
+                "frozen_rows": self.frozen_rows,
                 "last_opt_step": self.last_opt_step,
                 "bad_epochs": self.bad_epochs,
                 "metrics": {k: float(v) for k, v in metrics.items()},
             },
         )
         save_model(ema, self.wdir / "last.safetensors", meta=meta)
-        if self.cfg.save_period > 0 and (epoch + 1) % self.cfg.save_period == 0:
+        if self.cfg.save_period > 0 and epoch % self.cfg.save_period == 0:  # as officially: 0, N, 2N, ...
             save_model(ema, self.wdir / f"epoch{epoch}.safetensors", meta=meta)
         if best:
             save_model(ema, self.wdir / "best.safetensors", meta=meta)

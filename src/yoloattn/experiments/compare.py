@@ -129,6 +129,7 @@ def run_one(cfg: CompareConfig, variant: Variant, seed: int) -> dict[str, Any]:
         data=cfg.data,
         imgsz=cfg.train.get("imgsz", 640),
         device=cfg.train.get("device", ""),
+        single_cls=bool(cfg.train.get("single_cls", False)),
     )
     record = {
         "variant": variant.name,
