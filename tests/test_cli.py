@@ -64,6 +64,12 @@ def test_train_val_predict_round_trip(tiny_data, tmp_path, capsys):
     assert "mosaic: 0.0" in (run / "args.yaml").read_text()
     assert "cache: ram" in (run / "args.yaml").read_text()
     capsys.readouterr()
+    assert main(["info", str(run), "--runs", "0", "--imgsz", "64", "--format", "json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["weights"].endswith("best.safetensors") and info["nc"] == 2 and len(info["anchors"]) == 3
+    assert main(["info", str(run), "--nc", "3"]) == 1
+    assert "carries its own architecture" in capsys.readouterr().err
+    capsys.readouterr()
     # --resume without a folder finds the newest run under --project (this one has finished)
     assert main(["train", "--resume", "--project", str(runs / "train"), "--quiet", "--workers", "0"]) == 1
     out = capsys.readouterr()

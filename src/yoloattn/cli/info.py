@@ -5,12 +5,14 @@ Examples::
     yoloattn info yolov5s
     yoloattn info yolov7-tiny --attention cbam@neck --imgsz 480 640 --save tiny-cbam.yaml
     yoloattn info my.yaml --nc 3 --runs 0 --format json
+    yoloattn info runs/train/exp --imgsz 320      # a run folder or a .safetensors weights file
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import sys
 import time
@@ -25,7 +27,11 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("model", help="shipped name (yolov5n..x, yolov7-tiny, yolov7, yolov7x) or YAML path")
+    p.add_argument(
+        "model",
+        help="shipped name (yolov5n..x, yolov7-tiny, yolov7, yolov7x), YAML path, weights "
+        "(.safetensors) or run folder",
+    )
     p.add_argument("--attention", default=None, help="attention placement spec, e.g. cbam@backbone")
     p.add_argument("--imgsz", type=int, nargs="+", default=[640], metavar="N", help="input size: N or H W")
     p.add_argument("--nc", type=int, default=None, help="number of classes (overrides the config)")
@@ -104,7 +110,24 @@ def run(args: argparse.Namespace) -> int:
     h, w = (args.imgsz[0], args.imgsz[0]) if len(args.imgsz) == 1 else tuple(args.imgsz)
     if args.runs < 0:
         raise ValueError(f"--runs must be >= 0, got {args.runs}")
-    model = build_model(args.model, nc=args.nc, attention=args.attention)
+    src = Path(args.model)
+    weights = None
+    if src.suffix == ".safetensors" or (src.is_dir() and (src / "weights").is_dir()):
+        from yoloattn.engine.evaluator import resolve_weights
+        from yoloattn.models.weights import load_model
+
+        if args.attention or args.nc is not None:
+            raise ValueError(
+                "--attention and --nc describe a config; a weights file carries its own architecture "
+                "(drop them, or pass the model name / YAML instead)"
+            )
+        weights = resolve_weights(src)
+        model = load_model(weights)
+    else:
+        model = build_model(args.model, nc=args.nc, attention=args.attention)
+    det = model.detect
+    anchors_px = (det.anchors.detach().float() * det.stride.view(-1, 1, 1).float()).flatten(1)
+    anchors = [[round(float(v), 2) for v in lvl] for lvl in anchors_px]
     smax = int(model.stride.max())
     if h % smax or w % smax:
         raise ValueError(f"--imgsz {h}x{w}: both sides must be multiples of the max stride {smax}")
@@ -131,6 +154,8 @@ def run(args: argparse.Namespace) -> int:
         "gflops": prof["gflops"],
         "imgsz": [h, w],
         "stride": [float(s) for s in model.stride],
+        "anchors": anchors,
+        "weights": str(weights) if weights is not None else None,
         "latency": latency,
         "saved": str(args.save) if args.save is not None else None,
     }
@@ -144,6 +169,10 @@ def run(args: argparse.Namespace) -> int:
         f"{title}{' (fused)' if args.fuse else ''}: {summary['rows']} rows, "
         f"{prof['params']:,} parameters, {prof['gradients']:,} gradients, "
         f"{prof['gflops']:.2f} GFLOPs at {h}x{w}, nc={model.nc}"
+    )
+    out.append(
+        "anchors (pixels): "
+        + "  ".join(f"P{int(math.log2(st))} {lvl}" for st, lvl in zip(summary["stride"], anchors))
     )
     if latency is not None:
         out.append(
