@@ -36,6 +36,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from yoloattn.engine.distributed import select_device
     from yoloattn.engine.evaluator import resolve_weights
     from yoloattn.engine.predictor import (
         Prediction,
@@ -45,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
         save_prediction,
         to_json,
     )
-    from yoloattn.engine.trainer import increment_path, select_device
+    from yoloattn.engine.runs import increment_path
     from yoloattn.models.weights import load_model
 
     device = select_device(args.device)

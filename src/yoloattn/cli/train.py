@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 from typing import Any
 
 
@@ -212,23 +211,13 @@ def config_from_args(args: argparse.Namespace):
     )
 
 
-def latest_run(project: str) -> Path:
-    """The run folder under ``project`` whose resume state was written last."""
-    states = sorted(Path(project).glob("*/weights/last.state.safetensors"), key=lambda f: f.stat().st_mtime)
-    if not states:
-        raise FileNotFoundError(
-            f"--resume: no run with a checkpoint under {project}/ (looked for "
-            "*/weights/last.state.safetensors); pass the run folder, e.g. --resume runs/train/exp3, "
-            "or --project where the runs are"
-        )
-    return states[-1].parent.parent
-
-
 def run(args: argparse.Namespace) -> int:
     from yoloattn.engine.trainer import TrainConfig, train
 
     if args.resume:
         if args.resume == "latest":
+            from yoloattn.engine.runs import latest_run
+
             args.resume = str(latest_run(args.project))
             print(f"resuming {args.resume}")
         cfg = TrainConfig(resume=args.resume, device=args.device, workers=args.workers, quiet=args.quiet)

@@ -62,8 +62,9 @@ def _save_samples(res, names, out) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from yoloattn.engine.distributed import select_device
     from yoloattn.engine.evaluator import build_val_loader, evaluate, format_table, resolve_weights
-    from yoloattn.engine.trainer import increment_path, select_device
+    from yoloattn.engine.runs import increment_path
     from yoloattn.models.weights import load_model
 
     device = select_device(args.device)

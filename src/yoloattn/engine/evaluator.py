@@ -272,7 +272,7 @@ def evaluate_run(
     single_cls: bool = False,
 ) -> dict[str, float]:
     """Evaluate a finished run's best weights with both metrics; returns the metrics dict."""
-    from yoloattn.engine.trainer import select_device
+    from yoloattn.engine.distributed import select_device
     from yoloattn.models.weights import load_model
 
     dev = select_device(device)

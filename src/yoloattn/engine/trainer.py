@@ -16,15 +16,11 @@ Under ``torchrun`` the same code runs DistributedDataParallel; rank 0 logs and w
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import logging
 import math
 import os
-import random
 import time
-from dataclasses import dataclass, field
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -40,173 +36,44 @@ from yoloattn.engine.checkpoint import (
     save_training_state,
     split_prefix,
 )
+from yoloattn.engine.distributed import (
+    all_finite,
+    broadcast_flag,
+    init_distributed,
+    is_dist,
+    rank,
+    seed_everything,
+    select_device,
+)
 from yoloattn.engine.ema import ModelEMA, unwrap
 from yoloattn.engine.optim import build_optimizer, lr_lambda, warmup_step
+from yoloattn.engine.runs import RESULT_COLUMNS, increment_path, write_atomic, write_results_row
+from yoloattn.engine.train_config import (
+    TrainConfig,
+    TrainingDiverged,
+    TrainResult,
+    _ranges,
+    base_cfg_rows,
+    fitness,
+    freeze_rows,
+    model_family,
+)
 
 LOGGER = logging.getLogger("yoloattn.train")
 
-__all__ = ["TrainConfig", "TrainResult", "train", "TrainingDiverged", "increment_path"]
-
-RESULT_COLUMNS = [
-    "epoch",
-    "train/box_loss",
-    "train/obj_loss",
-    "train/cls_loss",
-    "metrics/precision",
-    "metrics/recall",
-    "metrics/mAP_0.5",
-    "metrics/mAP_0.5:0.95",
-    "val/box_loss",
-    "val/obj_loss",
-    "val/cls_loss",
-    "x/lr0",
-    "x/lr1",
-    "x/lr2",
+# the names below are re-exported: they lived here before the split into train_config/runs/distributed
+__all__ = [
+    "RESULT_COLUMNS",
+    "TrainConfig",
+    "TrainResult",
+    "Trainer",
+    "TrainingDiverged",
+    "fitness",
+    "freeze_rows",
+    "increment_path",
+    "select_device",
+    "train",
 ]
-
-
-class TrainingDiverged(RuntimeError):
-    """Raised when the loss becomes NaN or infinite."""
-
-
-@dataclass
-class TrainConfig:
-    model: str = "yolov5s"
-    data: str = ""
-    attention: str | None = None
-    weights: str | None = None
-    epochs: int | None = None  # None: the official CLI default, 100 for YOLOv5 and 300 for YOLOv7
-    batch: int = 16
-    imgsz: int = 640
-    hyp: str | None = None
-    hyp_overrides: dict[str, float] = field(default_factory=dict)
-    optimizer: str = "SGD"
-    lr_schedule: str | None = None  # linear (v5 default) | cos (v7 default)
-    device: str = ""
-    workers: int = 2
-    seed: int = 0
-    deterministic: bool = True
-    project: str = "runs/train"
-    name: str = "exp"
-    exist_ok: bool = False
-    resume: str | None = None
-    val_interval: int = 1
-    noval: bool = False
-    freeze: list[int] = field(default_factory=list)
-    sync_bn: bool = False
-    amp: bool = True
-    label_smoothing: float = 0.0
-    nbs: int = 64
-    patience: int = 0
-    cache_dir: str | None = None
-    single_cls: bool = False  # train as one class ("item" unless the dataset has one class)
-    multi_scale: bool = False  # every batch resized to a random 0.5x-1.5x of imgsz (stride multiple)
-    save_period: int = 0  # also keep weights/epoch{N}.safetensors every N epochs (0 = off)
-    cache: str | None = None  # "ram": keep the decoded, resized images in memory (train and val)
-    rect: bool = False
-    quiet: bool = False
-    plots: bool = True  # after training: validate best once more, per-class table + curve/confusion PNGs
-    autoanchor: bool = True  # check the anchors against the labels at start, evolve if BPR <= 0.98
-    clip_grad: float | None = None  # max gradient norm; None = recipe default (10 for v5, off for v7)
-    stop_after_epochs: int | None = None  # stop (as if killed) after this many epochs in this call
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-@dataclass
-class TrainResult:
-    run_dir: Path
-    best: Path
-    last: Path
-    epochs_done: int
-    metrics: dict[str, float]
-    best_fitness: float
-
-
-def increment_path(path: str | Path, exist_ok: bool = False) -> Path:
-    """``runs/train/exp`` -> ``exp``, ``exp2``, ``exp3``... never overwriting an existing run."""
-    path = Path(path)
-    if exist_ok or not path.exists():
-        return path
-    n = 2
-    while (p := path.with_name(f"{path.name}{n}")).exists():
-        n += 1
-    return p
-
-
-def freeze_rows(freeze: list[int], n_rows: int) -> list[int]:
-    """Rows to freeze, as the official ``--freeze``: one number N means rows ``0..N-1`` (so
-    ``--freeze 10`` freezes the YOLOv5 backbone and ``--freeze 0`` nothing); several numbers
-    name the rows themselves."""
-    rows = list(range(freeze[0])) if len(freeze) == 1 else list(freeze)
-    bad = [i for i in rows if not 0 <= i < n_rows]
-    if bad:
-        raise ValueError(f"--freeze: row(s) {bad} do not exist; the model has rows 0..{n_rows - 1}")
-    return sorted(set(rows))
-
-
-def _ranges(rows: list[int]) -> str:
-    if rows == list(range(rows[0], rows[-1] + 1)) and len(rows) > 2:
-        return f"{rows[0]}..{rows[-1]}"
-    return ", ".join(map(str, rows))
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def base_cfg_rows(cfg: dict) -> list:
-    """The rows (backbone + head) of a model config."""
-    return list(cfg.get("backbone", [])) + list(cfg.get("head", []))
-
-
-def fitness(metrics: dict[str, float]) -> float:
-    return 0.1 * metrics.get("map50", 0.0) + 0.9 * metrics.get("map", 0.0)
-
-
-def seed_everything(seed: int, deterministic: bool) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    if deterministic:
-        torch.backends.cudnn.benchmark = False
-        torch.backends.cudnn.deterministic = True
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-
-
-def select_device(spec: str = "") -> torch.device:
-    """'' (auto), 'cpu', 'cuda', '0', '0,1' -> a torch.device (the local rank's GPU under DDP)."""
-    spec = str(spec).strip().lower()
-    local_rank = int(os.environ.get("LOCAL_RANK", -1))
-    if spec == "cpu":
-        return torch.device("cpu")
-    if spec in ("", "cuda") or spec.replace(",", "").isdigit():
-        if torch.cuda.is_available():
-            if local_rank >= 0:
-                return torch.device("cuda", local_rank)
-            idx = int(spec.split(",")[0]) if spec and spec[0].isdigit() else 0
-            return torch.device("cuda", idx)
-        if spec not in ("",):
-            raise ValueError(f"--device {spec!r} asks for CUDA but no GPU is available; use --device cpu")
-        return torch.device("cpu")
-    raise ValueError(f"unknown device {spec!r}; use '', 'cpu', 'cuda', '0' or '0,1'")
-
-
-def model_family(cfg: dict) -> str:
-    """'v7' when the head is IDetect (YOLOv7 training configs), else 'v5'."""
-    last = cfg["head"][-1]
-    return "v7" if str(last[2]).lower() == "idetect" else "v5"
-
-
-def _is_dist() -> bool:
-    return int(os.environ.get("WORLD_SIZE", 1)) > 1
-
-
-def _rank() -> int:
-    return int(os.environ.get("RANK", 0))
 
 
 class Trainer:
@@ -217,15 +84,10 @@ class Trainer:
         self.resume_state: tuple[dict, dict] | None = None
         if cfg.resume:
             self._load_resume_args()
-        self.rank = _rank()
+        self.rank = rank()
         self.world = int(os.environ.get("WORLD_SIZE", 1))
-        self.device = select_device(cfg.device)
-        if _is_dist() and not torch.distributed.is_initialized():
-            backend = "nccl" if self.device.type == "cuda" else "gloo"
-            if self.device.type == "cuda":
-                torch.cuda.set_device(self.device)
-            # rank 0 validates and saves while the others wait in the next all-reduce: allow hours
-            torch.distributed.init_process_group(backend=backend, timeout=timedelta(hours=3))
+        self.device = select_device(self.cfg.device)
+        init_distributed(self.device)
         self.main = self.rank == 0
 
     # ----------------------------------------------------------------- setup
@@ -373,7 +235,7 @@ class Trainer:
             shuffle=not cfg.rect,
             workers=cfg.workers,
             seed=cfg.seed,
-            rank=self.rank if _is_dist() else -1,
+            rank=self.rank if is_dist() else -1,
             world_size=self.world,
         )
         self.val_loader = None
@@ -424,7 +286,7 @@ class Trainer:
         if self.resume_state:
             self._restore(model)
 
-        if _is_dist():
+        if is_dist():
             if cfg.sync_bn:
                 model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
             ddp_kw = {"device_ids": [self.device.index]} if self.device.type == "cuda" else {}
@@ -453,8 +315,8 @@ class Trainer:
             args = cfg.to_dict()
             args["hyp_resolved"] = self.hyp_file
             # atomic: under DDP the other ranks of a resumed run read these files while rank 0 writes
-            _write_atomic(self.run_dir / "args.yaml", yaml.safe_dump(args, sort_keys=False))
-            _write_atomic(self.run_dir / "model.yaml", yaml.safe_dump(self.model_cfg, sort_keys=False))
+            write_atomic(self.run_dir / "args.yaml", yaml.safe_dump(args, sort_keys=False))
+            write_atomic(self.run_dir / "model.yaml", yaml.safe_dump(self.model_cfg, sort_keys=False))
 
     def _load_weights(self, model: nn.Module) -> None:
         from yoloattn.models.weights import load_state_for_transfer, transfer_weights
@@ -534,11 +396,7 @@ class Trainer:
                 self._save(epoch, improved or (self.val_loader is None), metrics)
             if cfg.stop_after_epochs is not None and epochs_done - self.start_epoch >= cfg.stop_after_epochs:
                 stop = True
-            if _is_dist():  # rank 0 decides; every rank must leave the loop together
-                flag = [stop]
-                torch.distributed.broadcast_object_list(flag, src=0)
-                stop = bool(flag[0])
-            if stop:
+            if broadcast_flag(stop):  # rank 0 decides; every rank must leave the loop together
                 break
         result = None
         if self.main:
@@ -553,7 +411,7 @@ class Trainer:
                 metrics,
                 self.best_fitness,
             )
-        if _is_dist():
+        if is_dist():
             torch.distributed.barrier()
         return result  # type: ignore[return-value]
 
@@ -587,12 +445,9 @@ class Trainer:
                     loss, items = self.loss_fn(pred, targets, imgs)
                 else:
                     loss, items = self.loss_fn(pred, targets)
-                if _is_dist():
+                if is_dist():
                     loss = loss * self.world
-            finite = torch.isfinite(loss).all().to(torch.int32)
-            if _is_dist():  # one rank's NaN stops every rank (else the others hang in backward)
-                torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)
-            if not bool(finite):
+            if not all_finite(loss):  # one rank's NaN stops every rank (else the others hang in backward)
                 kept = "the checkpoint of the last finished epoch is kept" if epoch else "no epoch finished"
                 value = loss.item() if not torch.isfinite(loss).all() else "non-finite on another process"
                 raise TrainingDiverged(
@@ -657,23 +512,13 @@ class Trainer:
         return m, res.loss
 
     def _write_results(self, epoch, mloss, metrics, vloss, lrs) -> None:
-        path = self.run_dir / "results.csv"
-        row = [
-            epoch,
+        values = [
             *[float(x) for x in mloss],
-            metrics.get("mp", 0.0),
-            metrics.get("mr", 0.0),
-            metrics.get("map50", 0.0),
-            metrics.get("map", 0.0),
+            *(float(metrics.get(k, 0.0)) for k in ("mp", "mr", "map50", "map")),
             *[float(x) for x in vloss],
             *lrs[:3],
         ]
-        new = not path.exists() or epoch == 0
-        with path.open("w" if new else "a", newline="") as f:
-            w = csv.writer(f)
-            if new:
-                w.writerow(RESULT_COLUMNS)
-            w.writerow([f"{v:.6g}" if isinstance(v, float) else v for v in row])
+        write_results_row(self.run_dir / "results.csv", epoch, values)
 
     def _save(self, epoch: int, best: bool, metrics: dict[str, float]) -> None:
         from yoloattn import __version__
