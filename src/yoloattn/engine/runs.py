@@ -7,7 +7,14 @@ import os
 from pathlib import Path
 from typing import Any
 
-__all__ = ["RESULT_COLUMNS", "increment_path", "latest_run", "write_atomic", "write_results_row"]
+__all__ = [
+    "RESULT_COLUMNS",
+    "increment_path",
+    "latest_run",
+    "truncate_results",
+    "write_atomic",
+    "write_results_row",
+]
 
 RESULT_COLUMNS = [
     "epoch",
@@ -52,6 +59,28 @@ def write_results_row(path: Path, epoch: int, values: list[Any]) -> None:
         if new:
             w.writerow(RESULT_COLUMNS)
         w.writerow([f"{v:.6g}" if isinstance(v, float) else v for v in [epoch, *values]])
+
+
+def truncate_results(path: Path, before_epoch: int) -> int:
+    """Keep only the rows of epochs ``< before_epoch`` in ``results.csv``; returns rows dropped.
+
+    A run killed after writing an epoch's row but before its checkpoint is resumed from the
+    previous epoch and writes that row again; this keeps one row per epoch.
+    """
+    if not path.is_file():
+        return 0
+    lines = path.read_text().splitlines(keepends=True)
+    if not lines:
+        return 0
+    keep = [lines[0]]
+    for line in lines[1:]:
+        first = line.split(",", 1)[0].strip()
+        if first.isdigit() and int(first) < before_epoch:
+            keep.append(line)
+    dropped = len(lines) - len(keep)
+    if dropped:
+        write_atomic(path, "".join(keep))
+    return dropped
 
 
 def latest_run(project: str | Path) -> Path:

@@ -47,7 +47,13 @@ from yoloattn.engine.distributed import (
 )
 from yoloattn.engine.ema import ModelEMA, unwrap
 from yoloattn.engine.optim import build_optimizer, lr_lambda, warmup_step
-from yoloattn.engine.runs import RESULT_COLUMNS, increment_path, write_atomic, write_results_row
+from yoloattn.engine.runs import (
+    RESULT_COLUMNS,
+    increment_path,
+    truncate_results,
+    write_atomic,
+    write_results_row,
+)
 from yoloattn.engine.train_config import (
     TrainConfig,
     TrainingDiverged,
@@ -110,6 +116,11 @@ class Trainer:
         self.cfg.__dict__.update(keep)
         self.cfg.resume = str(state_file)
         self.run_dir = run_dir
+        if not state_file.is_file():
+            raise FileNotFoundError(
+                f"cannot resume {run_dir}: it has no checkpoint ({state_file} is missing), so it stopped "
+                "before its first epoch finished; start the training again with the same command"
+            )
         self.resume_state = load_training_state(state_file)
 
     def setup(self) -> None:
@@ -310,6 +321,8 @@ class Trainer:
         if self.main:
             if not self.resume_state:
                 self.run_dir = increment_path(Path(cfg.project) / cfg.name, cfg.exist_ok)
+            else:  # rows of epochs that ran after the checkpoint (killed mid-save) are redone
+                truncate_results(self.run_dir / "results.csv", self.start_epoch)
             self.wdir = self.run_dir / "weights"
             self.wdir.mkdir(parents=True, exist_ok=True)
             args = cfg.to_dict()
