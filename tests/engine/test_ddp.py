@@ -52,6 +52,7 @@ def test_torchrun_two_cpu_processes(tiny_data, tmp_path):
     assert len(rows) == 3  # header + 2 epochs, written once
     assert yaml.safe_load((run / "args.yaml").read_text())["epochs"] == 2
     assert proc.stdout.count("done: 2 epochs") == 1  # rank 0 reports
+    assert proc.stderr.count("AutoAnchor:") == 1 and proc.stderr.count("train: 8 images") == 1  # rank 0 logs
 
 
 _STOP_AND_RESUME = """

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 
 # (subcommand, module): order is the order shown in --help.
@@ -49,8 +50,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    level = logging.DEBUG if args.verbose else logging.INFO
+    if int(os.environ.get("RANK", 0)) > 0:  # under torchrun only rank 0 reports, as officially
+        level = max(level, logging.WARNING)
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
+        level=level,
         format="%(message)s",
         stream=sys.stderr,
     )

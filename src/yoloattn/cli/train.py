@@ -11,6 +11,7 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Any
 
@@ -219,7 +220,8 @@ def run(args: argparse.Namespace) -> int:
             from yoloattn.engine.runs import latest_run
 
             args.resume = str(latest_run(args.project))
-            print(f"resuming {args.resume}")
+            if int(os.environ.get("RANK", 0)) == 0:
+                print(f"resuming {args.resume}")
         cfg = TrainConfig(resume=args.resume, device=args.device, workers=args.workers, quiet=args.quiet)
     else:
         if not args.data:
