@@ -18,6 +18,7 @@ images and labels, so any change to them triggers a rescan.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -108,6 +109,12 @@ class DatasetConfig:
     test: list[Path]
     names: list[str]
     nc: int
+
+    def as_single_class(self) -> DatasetConfig:
+        """The same dataset scored as one class (``--single-cls``): ``item``, or the dataset's own
+        name when it already has one class."""
+        names = list(self.names) if self.nc == 1 else ["item"]
+        return dataclasses.replace(self, nc=1, names=names)
 
     def split(self, name: str) -> list[Path]:
         """Sources of split ``name`` (``train``, ``val`` or ``test``)."""

@@ -214,14 +214,12 @@ def build_val_loader(
 ):
     """``(dataset config, loader)`` of a split in the official validation geometry (rect batches,
     half-stride padding). ``single_cls`` scores every class as one ("item"), as ``train --single-cls``."""
-    import dataclasses
-
     from yoloattn.data import YoloDataset, build_dataloader, load_dataset_config
 
     dcfg = load_dataset_config(data)
     scan_nc = dcfg.nc
-    if single_cls and dcfg.nc > 1:
-        dcfg = dataclasses.replace(dcfg, nc=1, names=["item"])
+    if single_cls:
+        dcfg = dcfg.as_single_class()
     sources = getattr(dcfg, split, None)
     if not sources:
         raise ValueError(f"dataset {data} has no {split!r} split")

@@ -16,7 +16,6 @@ __all__ = [
     "TrainConfig",
     "TrainResult",
     "TrainingDiverged",
-    "base_cfg_rows",
     "fitness",
     "freeze_rows",
     "model_family",
@@ -97,11 +96,6 @@ def _ranges(rows: list[int]) -> str:
     if rows == list(range(rows[0], rows[-1] + 1)) and len(rows) > 2:
         return f"{rows[0]}..{rows[-1]}"
     return ", ".join(map(str, rows))
-
-
-def base_cfg_rows(cfg: dict) -> list:
-    """The rows (backbone + head) of a model config."""
-    return list(cfg.get("backbone", [])) + list(cfg.get("head", []))
 
 
 def fitness(metrics: dict[str, float]) -> float:

@@ -59,7 +59,6 @@ from yoloattn.engine.train_config import (
     TrainingDiverged,
     TrainResult,
     _ranges,
-    base_cfg_rows,
     fitness,
     freeze_rows,
     model_family,
@@ -136,8 +135,7 @@ class Trainer:
         self.data = load_dataset_config(cfg.data)
         self.scan_nc = self.data.nc  # label class ids are checked against the dataset's classes
         if cfg.single_cls:
-            names = list(self.data.names) if self.data.nc == 1 else ["item"]
-            self.data = dataclasses.replace(self.data, nc=1, names=names)
+            self.data = self.data.as_single_class()
 
         base_cfg = load_config(cfg.model)
         self.index_map: dict[int, int] | None = None
@@ -189,7 +187,7 @@ class Trainer:
         elif len(cfg.freeze) == 1 and self.index_map is not None:
             # --freeze N with attention placed: the first N rows of the base model, wherever
             # placement moved them; inserted attention rows are never frozen
-            frozen = sorted(self.index_map[i] for i in freeze_rows(cfg.freeze, len(base_cfg_rows(base_cfg))))
+            frozen = sorted(self.index_map[i] for i in freeze_rows(cfg.freeze, len(self.index_map)))
         else:
             frozen = freeze_rows(cfg.freeze, len(model.model))
         self.frozen_rows = frozen
