@@ -266,6 +266,8 @@ def build_model(
     attention: Any = None,
     ch: int = 3,
     device: torch.device | str | None = None,
+    insert: str | None = None,
+    gate: str | None = None,
 ) -> Model:
     """Build a detector.
 
@@ -278,14 +280,20 @@ def build_model(
             then maps original row indices to new ones.
         ch: input channels.
         device: where to build; ``"meta"`` builds a parameter-shape-only model quickly.
+        insert: insertion mode of the attention rows: ``identity`` (zero-initialised residual
+            gates: the model computes the base network's function at step 0), ``plain`` or
+            ``auto`` (``plain`` here: this function transfers no weights; the trainer resolves
+            ``auto`` to ``identity`` when it does). None keeps the config's ``insert`` key.
+        gate: ``scalar`` (default) or ``channel`` gates for ``identity`` insertion.
     """
+    from yoloattn.models.placement import place_attention, set_insert
+
     name = config_name(cfg)
     cfg_dict = load_config(cfg)
     index_map = None
     if attention is not None:
-        from yoloattn.models.placement import place_attention
-
         cfg_dict, index_map = place_attention(cfg_dict, attention)
+    set_insert(cfg_dict, insert, gate)
     model = Model(cfg_dict, ch=ch, nc=nc, device=device)
     model.yaml_file = name
     model.index_map = index_map

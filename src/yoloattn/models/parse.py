@@ -18,6 +18,13 @@ Attention rows (extension of the official format): ``[from, n, CBAM, []]`` or
 ``[from, n, cbam, {reduction: 8}]``. The name is looked up case-insensitively in the attention
 registry, the args are an empty list or a dict of hyperparameters, and the channels are the
 input's (``c2 = c1``).
+
+Insertion mode (see :mod:`yoloattn.models.placement`): the model-level keys ``insert``
+(``plain``, ``identity`` or ``auto``; ``auto`` builds as ``plain`` here, the trainer resolves it
+before building) and ``gate`` (``scalar`` or ``channel``), and a per-row ``insert`` entry in an
+attention row's dict (``{reduction: 8, insert: identity}``) that wins over the model-level one.
+An ``identity`` row is wrapped in a :class:`~yoloattn.nn.gate.ResidualGate` unless the registry
+says the module already computes the identity at initialisation.
 """
 
 from __future__ import annotations
@@ -52,6 +59,7 @@ from yoloattn.nn import (
     IDetect,
     RepConv,
 )
+from yoloattn.nn.gate import GATE_SHAPES, ResidualGate
 
 __all__ = [
     "SHIPPED",
@@ -70,7 +78,13 @@ __all__ = [
     "detect_index",
     "config_name",
     "dump_config",
+    "INSERT_MODES",
 ]
+
+#: Insertion modes of attention rows: as the paper's module (``plain``), as the identity at
+#: step 0 through a zero-initialised residual gate (``identity``), or chosen from whether
+#: trained weights are transferred (``auto``; see :func:`yoloattn.models.placement.resolve_insert`).
+INSERT_MODES = ("auto", "identity", "plain")
 
 SHIPPED = (
     "yolov5n",
@@ -367,6 +381,8 @@ class Row:
         repeats: the depth-scaled repeat count (also for CSP blocks).
         cls: the block class (None for attention rows).
         head_strides: for a head row, the strides of its inputs.
+        insert: for an attention row, its insertion mode (``plain`` or ``identity``).
+        gate: the gate shape (``scalar``/``channel``) when the row is built gated, else None.
     """
 
     index: int
@@ -384,6 +400,8 @@ class Row:
     repeats: int = 1
     cls: type[nn.Module] | None = field(default=None, repr=False)
     head_strides: list[float | None] | None = None
+    insert: str | None = None
+    gate: str | None = None
 
     def display_args(self) -> Any:
         """Resolved args in a YAML/JSON-friendly form (for tables)."""
@@ -409,6 +427,9 @@ class Row:
             msg = e.args[0] if isinstance(e, KeyError) and e.args else e
             raise ConfigError(f"{self.name}: {msg}", self.index, self.where) from e
         m = mods[0] if self.number == 1 else nn.Sequential(*mods)
+        if self.gate is not None:
+            assert isinstance(self.c1, int)
+            m = ResidualGate(m, self.c1, self.gate)
         m.i, m.f, m.type = self.index, self.from_, self.name
         m.np = sum(p.numel() for p in m.parameters())
         m.args = self.display_args()
@@ -484,6 +505,12 @@ def _check_top(cfg: Mapping[str, Any]) -> None:
     ch = cfg.get("ch", 3)
     if not _is_int(ch) or ch < 1:
         raise ConfigError(f"'ch' must be a positive int, got {ch!r}")
+    insert = cfg.get("insert", "plain")
+    if insert not in INSERT_MODES:
+        raise ConfigError(f"'insert' must be one of {', '.join(INSERT_MODES)}, got {insert!r}")
+    gate = cfg.get("gate", "scalar")
+    if gate not in GATE_SHAPES:
+        raise ConfigError(f"'gate' must be one of {', '.join(GATE_SHAPES)}, got {gate!r}")
 
 
 def resolve_rows(cfg: Mapping[str, Any], ch: int = 3) -> list[Row]:
@@ -504,6 +531,8 @@ def resolve_rows(cfg: Mapping[str, Any], ch: int = 3) -> list[Row]:
     ch_in = int(cfg.get("ch", ch))
     nb = len(cfg["backbone"])
     raw_rows = list(cfg["backbone"]) + list(cfg["head"])
+    model_insert = "identity" if cfg.get("insert") == "identity" else "plain"
+    gate_shape = str(cfg.get("gate", "scalar"))
 
     chs: list[int] = []
     strides: list[float | None] = []
@@ -575,13 +604,34 @@ def resolve_rows(cfg: Mapping[str, Any], ch: int = 3) -> list[Row]:
                 hyper = dict(args)
             else:
                 raise err(f"attention args must be [] or a dict of hyperparameters, got {args!r}")
+            row_insert = hyper.pop("insert", model_insert)
+            if row_insert not in ("identity", "plain"):
+                raise err(f"{att_key}: 'insert' must be identity or plain, got {row_insert!r}")
             bad = sorted(k for k in hyper if not isinstance(k, str) or k not in info.defaults)
             if bad:
                 raise err(
                     f"{att_key}: unknown hyperparameter(s) {bad}; accepted: {sorted(info.defaults) or 'none'}"
                 )
             c1 = c2 = c_ins[0]
-            rows.append(Row(i, f, n, att_key, "attention", [], hyper, c1, c2, s_ins[0], list(row), where))
+            gated = row_insert == "identity" and not getattr(info, "identity_at_init", False)
+            rows.append(
+                Row(
+                    i,
+                    f,
+                    n,
+                    att_key,
+                    "attention",
+                    [],
+                    hyper,
+                    c1,
+                    c2,
+                    s_ins[0],
+                    list(row),
+                    where,
+                    insert=row_insert,
+                    gate=gate_shape if gated else None,
+                )
+            )
             chs.append(c2)
             strides.append(s_ins[0])
             continue

@@ -21,6 +21,7 @@ Spec grammar (one string; whitespace is ignored)::
   ``cbam@6,8,se@neck`` is ``cbam@6+8`` followed by ``se@neck``. A bare integer after a
   non-index item is an error.
 * Examples: ``cbam``, ``cbam@backbone``, ``se@backbone,cbam@neck``, ``cbam(reduction=8)@all``,
+  ``cbam(insert=plain)@neck`` (``insert`` is the row's insertion mode, not a hyperparameter),
   ``eca@4+6,gc@neck``.
 
 Placement presets:
@@ -33,6 +34,15 @@ Placement presets:
 * ``neck``: after every row the detection head reads (the Detect/IDetect ``from`` list: rows
   17, 20, 23 of YOLOv5; 74, 75, 76 of yolov7-tiny), so each level is refined just before the head.
 * ``all``: both.
+
+Insertion mode: every placed row can be inserted ``plain`` (the module as its paper
+initialises it) or as the ``identity`` (wrapped in a zero-initialised residual gate
+``y = x + g * (A(x) - x)``, :class:`~yoloattn.nn.gate.ResidualGate`), so that a network with
+transferred weights computes exactly its trained function at step 0. ``auto`` (the default of
+``train``, ``compare`` and ``info``) means ``identity`` when trained weights are transferred and
+``plain`` from scratch (:func:`resolve_insert`). The mode is the model-level ``insert`` key of the
+config (an attention row's dict may override it with its own ``insert`` entry); ``gate: channel``
+gives one gate per channel instead of one scalar.
 
 Rewiring rule: inserting an attention row after row ``r`` makes the attention output take the
 place of ``r``'s output for EVERY row that read ``r`` (the next row's ``-1``, relative indices
@@ -61,6 +71,9 @@ __all__ = [
     "row_map",
     "DETECT_MODULES",
     "SPP_MODULES",
+    "resolve_insert",
+    "set_insert",
+    "insert_mode",
 ]
 
 LOGGER = logging.getLogger(__name__)
@@ -186,7 +199,7 @@ def _validate(p: Placement) -> Placement:
     from yoloattn.attention import get_attention_info
 
     info = get_attention_info(p.key)  # KeyError with close matches when unknown
-    unknown = sorted(set(p.hyper) - set(info.defaults))
+    unknown = sorted(set(p.hyper) - set(info.defaults) - {"insert"})
     if unknown:
         raise ValueError(
             f"attention {info.key!r}: unknown hyperparameter(s) {unknown}; "
@@ -231,6 +244,58 @@ def parse_attention_spec(
         if not items:
             raise ValueError("empty attention spec list")
     return [_validate(p) for p in items] if validate else items
+
+
+# ----------------------------------------------------------------------------- insertion mode
+
+
+def resolve_insert(mode: str, transferred: bool) -> str:
+    """``identity`` or ``plain`` for ``mode`` (``auto`` follows whether weights are transferred)."""
+    from yoloattn.models.parse import INSERT_MODES
+
+    if mode not in INSERT_MODES:
+        raise ValueError(f"insertion mode must be one of {', '.join(INSERT_MODES)}, got {mode!r}")
+    if mode == "auto":
+        return "identity" if transferred else "plain"
+    return mode
+
+
+def set_insert(cfg: dict[str, Any], mode: str | None, gate: str | None = None) -> dict[str, Any]:
+    """Write the model-level insertion mode (and gate shape) into ``cfg`` in place; returns it.
+
+    ``mode=None`` leaves the config's own choice. The keys are written only when the config has
+    attention rows, so a base network's config stays the official one.
+    """
+    if not attention_rows(cfg):
+        return cfg
+    if mode is not None:
+        cfg["insert"] = mode
+    if gate is not None:
+        cfg["gate"] = gate
+    return cfg
+
+
+def insert_mode(cfg: dict[str, Any]) -> str | None:
+    """The insertion mode a config builds with: ``plain``, ``identity``, ``mixed`` (rows differ)
+    or None without attention rows."""
+    modes = set()
+    model_mode = "identity" if cfg.get("insert") == "identity" else "plain"
+    for i in attention_rows(cfg):
+        args = _rows(cfg)[0][i][3]
+        modes.add(args.get("insert", model_mode) if isinstance(args, dict) else model_mode)
+    if not modes:
+        return None
+    return modes.pop() if len(modes) == 1 else "mixed"
+
+
+def attention_rows(cfg: dict[str, Any]) -> list[int]:
+    """Indices of the rows whose module is an attention registry key."""
+    from yoloattn.attention import resolve_attention_key
+
+    rows, _ = _rows(cfg)
+    return [
+        i for i, r in enumerate(rows) if isinstance(r[2], str) and resolve_attention_key(r[2]) is not None
+    ]
 
 
 # ----------------------------------------------------------------------------- config helpers

@@ -307,6 +307,9 @@ class TransferReport:
         )
         if self.excluded:
             s += f", excluded {len(self.excluded)}"
+        gates = [k for k in self.new if k.endswith(".gate")]
+        if gates:
+            s += f"; {len(gates)} of the new are zero-initialised insertion gates"
         return s + ")"
 
     def __str__(self) -> str:
@@ -323,6 +326,22 @@ def _remap(key: str, index_map: Mapping[int, int] | None) -> str | None:
     if old not in index_map:
         return None
     return f"model.{index_map[old]}.{m.group(2)}"
+
+
+def _gate_alias(key: str, dst: Mapping[str, torch.Tensor]) -> str:
+    """The destination key of ``key`` across plain and identity insertion of one attention row.
+
+    A gated row keeps its module under ``model.N.attn.``; a plain row has it at ``model.N.``.
+    Weights of an attention module move between the two layouts unchanged.
+    """
+    if key in dst:
+        return key
+    m = _KEY_RE.match(key)
+    if m is None:
+        return key
+    n, rest = m.group(1), m.group(2)
+    alt = f"model.{n}.{rest[5:]}" if rest.startswith("attn.") else f"model.{n}.attn.{rest}"
+    return alt if alt in dst else key
 
 
 def _head_info(model: nn.Module) -> tuple[str | None, int]:
@@ -394,6 +413,8 @@ def transfer_weights(
             report.excluded.append(sk)
             continue
         dk = _remap(sk, index_map)
+        if dk is not None:
+            dk = _gate_alias(dk, dst_sd)
         if dk is None or dk not in dst_sd or dk in new_state:
             report.unused.append(sk)
             continue
