@@ -3,6 +3,12 @@
 Three parameter groups (YOLOv5/YOLOv7 recipe): biases (no weight decay), normalisation weights
 and implicit-layer parameters (no weight decay), all other weights (decay). Each group carries
 a ``"name"`` so warmup can treat the bias group specially, whatever its position.
+
+Inserted attention rows add groups after those three (so ``x/lr0..2`` keep their meaning):
+``gate`` (the zero-initialised insertion gates: no weight decay, ``lr * gate_lr_mult``) and, when
+``new_lr_mult != 1``, ``new_bias``/``new_decay``/``new_no_decay`` for the inserted modules' own
+parameters at ``lr * new_lr_mult``. With no gates and ``new_lr_mult == 1`` the optimizer is
+exactly the official one.
 """
 
 from __future__ import annotations
@@ -14,26 +20,51 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["build_optimizer", "lr_lambda", "warmup_step", "param_groups"]
+from yoloattn.nn.gate import ResidualGate
+
+__all__ = ["build_optimizer", "lr_lambda", "warmup_step", "param_groups", "new_parameters"]
 
 _NORM_TYPES = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm, nn.LocalResponseNorm)
 
 
-def param_groups(model: nn.Module) -> dict[str, list[nn.Parameter]]:
-    """Split trainable parameters into ``bias``, ``no_decay`` and ``decay`` groups."""
-    groups: dict[str, list[nn.Parameter]] = {"bias": [], "no_decay": [], "decay": []}
+def new_parameters(model: nn.Module) -> tuple[set[int], set[int]]:
+    """``(ids of insertion-gate parameters, ids of the inserted attention modules' parameters)``."""
+    from yoloattn.engine.engagement import attention_layers
+
+    gates: set[int] = set()
+    new: set[int] = set()
+    for layer in attention_layers(model).values():
+        if isinstance(layer, ResidualGate):
+            gates.add(id(layer.gate))
+        new.update(id(p) for p in layer.parameters() if id(p) not in gates)
+    return gates, new
+
+
+def param_groups(model: nn.Module, split_new: bool = False) -> dict[str, list[nn.Parameter]]:
+    """Split trainable parameters into ``bias``, ``no_decay`` and ``decay`` groups.
+
+    Insertion gates always go to a ``gate`` group; with ``split_new`` the inserted attention
+    modules' parameters go to ``new_bias``/``new_no_decay``/``new_decay`` instead of the base groups.
+    """
+    groups: dict[str, list[nn.Parameter]] = {"bias": [], "no_decay": [], "decay": [], "gate": []}
+    groups.update({"new_bias": [], "new_no_decay": [], "new_decay": []})
+    gate_ids, new_ids = new_parameters(model)
     seen: set[int] = set()
     for module in model.modules():
         for pname, p in module.named_parameters(recurse=False):
             if not p.requires_grad or id(p) in seen:
                 continue
             seen.add(id(p))
+            if id(p) in gate_ids:
+                groups["gate"].append(p)
+                continue
+            prefix = "new_" if split_new and id(p) in new_ids else ""
             if pname == "bias":
-                groups["bias"].append(p)
+                groups[prefix + "bias"].append(p)
             elif isinstance(module, _NORM_TYPES) or type(module).__name__ in ("ImplicitA", "ImplicitM"):
-                groups["no_decay"].append(p)
+                groups[prefix + "no_decay"].append(p)
             else:  # every other weight decays, as officially, attention gates/scales (alpha, gamma) too
-                groups["decay"].append(p)
+                groups[prefix + "decay"].append(p)
     return groups
 
 
@@ -43,12 +74,16 @@ def build_optimizer(
     lr: float = 0.01,
     momentum: float = 0.937,
     weight_decay: float = 5e-4,
+    gate_lr_mult: float = 1.0,
+    new_lr_mult: float = 1.0,
 ) -> torch.optim.Optimizer:
     """SGD with Nesterov momentum (default) or AdamW/Adam, with the recipe's three groups.
 
-    The bias group is group 0 (YOLOv5 order); warmup finds it by its ``name``.
+    The bias group is group 0 (YOLOv5 order); warmup finds it by its ``name``. Insertion gates
+    and (with ``new_lr_mult != 1``) inserted modules get their own groups (module docstring);
+    every group's ``lr_mult`` records its multiplier.
     """
-    g = param_groups(model)
+    g = param_groups(model, split_new=new_lr_mult != 1.0)
     key = name.lower()
     if key == "sgd":
         opt: torch.optim.Optimizer = torch.optim.SGD(g["bias"], lr=lr, momentum=momentum, nesterov=True)
@@ -62,6 +97,19 @@ def build_optimizer(
     opt.param_groups[0]["weight_decay"] = 0.0
     opt.add_param_group({"params": g["decay"], "weight_decay": weight_decay, "name": "decay"})
     opt.add_param_group({"params": g["no_decay"], "weight_decay": 0.0, "name": "no_decay"})
+    for group in opt.param_groups:
+        group["lr_mult"] = 1.0
+    extra = [
+        ("gate", gate_lr_mult, 0.0),
+        ("new_bias", new_lr_mult, 0.0),
+        ("new_decay", new_lr_mult, weight_decay),
+        ("new_no_decay", new_lr_mult, 0.0),
+    ]
+    for name_, mult, decay in extra:
+        if g[name_]:
+            opt.add_param_group(
+                {"params": g[name_], "lr": lr * mult, "weight_decay": decay, "name": name_, "lr_mult": mult}
+            )
     return opt
 
 
