@@ -37,6 +37,11 @@ COLUMNS = [
     "mAP50-95_std",
     "coco_AP_mean",
     "coco_AP_std",
+    "insert",
+    "mAP50@0_mean",
+    "mAP50-95@0_mean",
+    "engagement_mean",
+    "gate_abs_mean",
     "d_mAP50-95",
     "d_mAP50-95_ci_low",
     "d_mAP50-95_ci_high",
@@ -69,6 +74,27 @@ def _metric(rec: dict[str, Any], key: str) -> float:
     return float(rec["metrics"].get(key, math.nan))
 
 
+def _start_metric(rec: dict[str, Any], key: str) -> float:
+    start = rec.get("metrics_start") or {}
+    return float(start.get(key, math.nan))
+
+
+def _engagement(rec: dict[str, Any]) -> tuple[float, float]:
+    """Mean contribution and mean |gate| over a run's attention rows (NaN when not recorded)."""
+    rows = (rec.get("engagement") or {}).values()
+    contrib = [r["contribution"] for r in rows if r.get("contribution") is not None]
+    gates = [abs(g) for r in rows for g in (r.get("gate") or [])]
+    return (
+        float(np.mean(contrib)) if contrib else math.nan,
+        float(np.mean(gates)) if gates else math.nan,
+    )
+
+
+def _nanmean(values: list[float]) -> float:
+    vals = [v for v in values if not math.isnan(v)]
+    return float(np.mean(vals)) if vals else math.nan
+
+
 def summarise(
     variants, records: list[dict[str, Any]], arch: dict[str, dict[str, float]]
 ) -> list[dict[str, Any]]:
@@ -96,6 +122,11 @@ def summarise(
             "mAP50-95_std": m[1],
             "coco_AP_mean": coco[0],
             "coco_AP_std": coco[1],
+            "insert": ",".join(sorted({str(r.get("insert")) for r in ok.values() if r.get("insert")})),
+            "mAP50@0_mean": _nanmean([_start_metric(r, "map50") for r in ok.values()]),
+            "mAP50-95@0_mean": _nanmean([_start_metric(r, "map") for r in ok.values()]),
+            "engagement_mean": _nanmean([_engagement(r)[0] for r in ok.values()]),
+            "gate_abs_mean": _nanmean([_engagement(r)[1] for r in ok.values()]),
             "errors": "; ".join(errs),
         }
         if v.name != "baseline":
@@ -134,6 +165,9 @@ def to_markdown(rows: list[dict[str, Any]]) -> str:
         "mAP50",
         "mAP50-95",
         "COCO AP",
+        "insert",
+        "mAP50-95 @0",
+        "engagement",
         "Δ mAP50-95 [95% CI]",
         "verdict",
     ]
@@ -156,6 +190,9 @@ def to_markdown(rows: list[dict[str, Any]]) -> str:
                     f"{_fmt(r['mAP50_mean'])} ± {_fmt(r['mAP50_std'])}",
                     f"{_fmt(r['mAP50-95_mean'])} ± {_fmt(r['mAP50-95_std'])}",
                     f"{_fmt(r['coco_AP_mean'])} ± {_fmt(r['coco_AP_std'])}",
+                    r.get("insert") or "",
+                    _fmt(r.get("mAP50-95@0_mean")),
+                    _fmt(r.get("engagement_mean"), 3),
                     ci,
                     r.get("verdict", ""),
                 ]
