@@ -68,7 +68,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     from yoloattn.data import YoloDataset, build_dataloader, load_dataset_config
-    from yoloattn.data.dataset import find_images
+    from yoloattn.data.scan import find_images
     from yoloattn.engine.evaluator import build_val_loader, evaluate
     from yoloattn.engine.trainer import TrainConfig, Trainer
 

@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     if getattr(args, "data_command", None) != "check":
         args._data_parser.print_help()
         return 2
-    from yoloattn.data.dataset import PROBLEM_KINDS, load_dataset_config, scan_split
+    from yoloattn.data import PROBLEM_KINDS, load_dataset_config, scan_split
 
     cfg = load_dataset_config(args.data)
     out_dir = Path(args.out) if args.out else Path("runs") / "data" / Path(args.data).stem

@@ -1,7 +1,17 @@
 """YOLO-format data: dataset YAML, checked reading with a scan cache, augmentation, batches.
 
 ``data/`` is a ground-floor layer: it imports neither ``nn``, ``attention``, ``models`` nor
-``engine``.
+``engine``. Its files, each importing only the ones listed before it:
+
+- ``boxes.py``: box formats, clipping, the letterbox geometry and its inverse;
+- ``augment.py``: image/box augmentations and the letterbox;
+- ``config.py``: the dataset YAML (:class:`DatasetConfig`);
+- ``report.py``: :class:`Problem` and the :class:`ScanReport` of a split;
+- ``cache.py``: the ``.npz`` scan cache;
+- ``scan.py``: finding and checking images and labels (:func:`scan_split`);
+- ``dataset.py``: the torch ``Dataset`` (:class:`YoloDataset`) and :func:`read_image`;
+- ``loader.py``: batches (collate function, batch sampler, DataLoader builder);
+- ``plots.py``: ``labels.png``.
 """
 
 from __future__ import annotations
@@ -25,19 +35,11 @@ from yoloattn.data.boxes import (
     xyxy2xywh,
     xyxy2xywhn,
 )
-from yoloattn.data.dataset import (
-    IMG_FORMATS,
-    PROBLEM_KINDS,
-    DatasetConfig,
-    Problem,
-    ScanReport,
-    YoloDataset,
-    img2label_path,
-    load_dataset_config,
-    read_image,
-    scan_split,
-)
+from yoloattn.data.config import DatasetConfig, load_dataset_config
+from yoloattn.data.dataset import YoloDataset, read_image
 from yoloattn.data.loader import Batch, YoloBatchSampler, YoloDataLoader, build_dataloader, collate_fn
+from yoloattn.data.report import IMG_FORMATS, PROBLEM_KINDS, Problem, ScanReport
+from yoloattn.data.scan import img2label_path, scan_split
 
 __all__ = [
     "DEFAULT_HYP",

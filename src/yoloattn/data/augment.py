@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from yoloattn.data.boxes import letterbox_geometry
+from yoloattn.data.boxes import letterbox_geometry, xywhn2xyxy
 
 __all__ = [
     "DEFAULT_HYP",
@@ -423,13 +423,7 @@ def mosaic4(
             canvas[cy1:cy2, cx1:cx2] = im[cy1 - y0 : cy2 - y0, cx1 - x0 : cx2 - x0]
         lab = np.asarray(lab, dtype=np.float32).reshape(-1, 5)
         if len(lab):
-            xyxy = np.empty_like(lab)
-            xyxy[:, 0] = lab[:, 0]
-            xyxy[:, 1] = (lab[:, 1] - lab[:, 3] / 2) * w + x0
-            xyxy[:, 2] = (lab[:, 2] - lab[:, 4] / 2) * h + y0
-            xyxy[:, 3] = (lab[:, 1] + lab[:, 3] / 2) * w + x0
-            xyxy[:, 4] = (lab[:, 2] + lab[:, 4] / 2) * h + y0
-            out_labels.append(xyxy)
+            out_labels.append(np.concatenate([lab[:, :1], xywhn2xyxy(lab[:, 1:5], w, h, x0, y0)], 1))
     merged = np.concatenate(out_labels, 0) if out_labels else np.zeros((0, 5), np.float32)
     merged[:, 1:] = merged[:, 1:].clip(0, side)
     return canvas, merged

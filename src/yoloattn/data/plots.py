@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from yoloattn.data.report import class_counts
+
 __all__ = ["plot_labels"]
 
 
@@ -31,7 +33,7 @@ def plot_labels(
 
     labels = np.asarray(labels, dtype=np.float64).reshape(-1, 5)
     nc = len(names)
-    counts = np.bincount(labels[:, 0].astype(np.int64), minlength=nc) if len(labels) else np.zeros(nc, int)
+    counts = class_counts(labels, nc)
     fig = Figure(figsize=(10, 8), tight_layout=True)
     FigureCanvasAgg(fig)
     ax = fig.subplots(2, 2)
