@@ -1,4 +1,4 @@
-"""Behaviour tests of the channel-attention family (``yoloattn.attention.channel``).
+"""Behaviour tests of the channel-attention family (channel-category keys).
 
 The shared contract (parameter formulas, shapes, gradients, ONNX, dtypes) is in
 ``test_zoo_contract.py``; this file checks what is special to each module: the ECA kernel
@@ -17,15 +17,11 @@ from onnx_check import assert_onnx_matches
 from torch import nn
 
 from yoloattn.attention import create_attention, get_attention_info
-from yoloattn.attention.channel import (
-    NAM,
-    _adaptive_avg_matrix,
-    _GuardedBatchNorm2d,
-    _sqrtm_newton_schulz,
-    eca_kernel_size,
-    fca_dct_filters,
-    nam_l1_penalty,
-)
+from yoloattn.attention._common import GuardedBatchNorm2d as _GuardedBatchNorm2d
+from yoloattn.attention.eca import eca_kernel_size
+from yoloattn.attention.fca import _adaptive_avg_matrix, fca_dct_filters
+from yoloattn.attention.nam import NAM, nam_l1_penalty
+from yoloattn.attention.soca import _sqrtm_newton_schulz
 
 
 def _timm():
