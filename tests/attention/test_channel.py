@@ -67,12 +67,12 @@ def test_eca_adaptive_kernel_rule(channels, k):
         assert _count(m) == k == get_attention_info(key).params(channels)
 
 
-def test_eca_k_size_override_and_validation():
-    m = create_attention("eca", 256, k_size=9)
+def test_eca_kernel_size_override_and_validation():
+    m = create_attention("eca", 256, kernel_size=9)
     assert m.conv.kernel_size == (9,) and _count(m) == 9
-    assert get_attention_info("eca").params(256, k_size=9) == 9
-    with pytest.raises(ValueError, match="k_size=4"):
-        create_attention("eca", 256, k_size=4)
+    assert get_attention_info("eca").params(256, kernel_size=9) == 9
+    with pytest.raises(ValueError, match="kernel_size=4"):
+        create_attention("eca", 256, kernel_size=4)
 
 
 def test_eca_equals_explicit_formula():
@@ -418,7 +418,7 @@ def test_parnet_block_formula():
 
 
 @pytest.mark.parametrize(
-    "key,hyper", [("ceca", {"k_size": 5}), ("fca", {"dct_size": 14, "freq_sel": "top8"})]
+    "key,hyper", [("ceca", {"kernel_size": 5}), ("fca", {"dct_size": 14, "freq_sel": "top8"})]
 )
 def test_onnx_dynamic_hw_for_spec_flagged_exports(key, hyper):
     """The spec found circular F.pad (ceca) and non-1 adaptive pooling (fca) broken in ONNX;

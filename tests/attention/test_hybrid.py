@@ -264,7 +264,7 @@ def test_sa_bad_groups_names_the_hyperparameter_and_its_hint_works():
     ("key", "channels", "hyper", "needle"),
     [
         ("sge", 48, {"groups": 32}, "groups=32"),
-        ("ema", 40, {}, "factor=32"),
+        ("ema", 40, {}, "groups=32"),
         ("cbam", 8, {}, "reduction"),
         ("psa_p", 63, {}, "even"),
         ("scse", 64, {"fuse": "concat"}, "fuse"),

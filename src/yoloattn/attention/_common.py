@@ -20,6 +20,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
 __all__ = [
     "GuardedBatchNorm1d",
@@ -139,7 +140,7 @@ def channel_shuffle(x: Tensor, groups: int) -> Tensor:
 # --------------------------------------------------------------------------------------------
 
 
-class _BatchOneGuard:
+class _BatchOneGuard(_BatchNorm):
     """BatchNorm that tolerates one value per channel in training mode (spec rule 5.3).
 
     PyTorch's BatchNorm raises "Expected more than 1 value per channel when training" when a
@@ -149,19 +150,12 @@ class _BatchOneGuard:
     (same state_dict).
     """
 
-    running_mean: Tensor | None
-    running_var: Tensor | None
-    weight: Tensor | None
-    bias: Tensor | None
-    eps: float
-    training: bool
-
     def forward(self, x: Tensor) -> Tensor:
         if self.training and x.numel() <= x.shape[1]:
             return F.batch_norm(
                 x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps
             )
-        return super().forward(x)  # type: ignore[misc]
+        return super().forward(x)
 
 
 class GuardedBatchNorm1d(_BatchOneGuard, nn.BatchNorm1d):

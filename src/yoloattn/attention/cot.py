@@ -32,10 +32,10 @@ def _cot_attn_channels(c: int) -> int:
 
 
 def _cot_params(
-    c: int, kernel_size: int, share_planes: int, factor: int, key_groups: int, **_: object
+    c: int, kernel_size: int, share_planes: int, reduction: int, key_groups: int, **_: object
 ) -> int:
     k2 = kernel_size**2
-    mid = c // factor
+    mid = c // reduction
     wch = k2 * c // share_planes
     a = _cot_attn_channels(c)
     key = c * (c // key_groups) * k2 + 2 * c  # grouped kxk conv (no bias) + BN
@@ -54,7 +54,8 @@ def _cot_params(
     category="self-attention",
     reference="JDAI-CV/CoTNet models/cotnet.py",
     params=_cot_params,
-    formula="101C^2/16 + 111C/8 (k=3, share_planes 8, factor 2, key groups 4, C >= 64)",
+    formula="101C^2/16 + 111C/8 (k=3, share_planes 8, reduction 2, key groups 4, C >= 64)",
+    aliases={"factor": "reduction"},
     summary="Local k x k self-attention whose per-pixel weights are generated from the query and "
     "a static (3x3 conv) key context; static and dynamic contexts fused by split attention.",
     equations="Sec. 3.2 / Fig. 2 (CoT block): static key K1 = conv3x3(X), A = [K1, Q] W_theta "
@@ -82,7 +83,8 @@ class CoT(nn.Module):
         channels: input channels C (divisible by ``share_planes`` and ``key_groups``).
         kernel_size: local window k (paper: 3).
         share_planes: channels sharing one dynamic kernel (C/share_planes kernels, paper 8).
-        factor: reduction of the weight-generation bottleneck (paper: 2).
+        reduction: reduction of the weight-generation bottleneck (paper: 2; the official
+            code's ``factor``, a deprecated alias here).
         key_groups: groups of the static k x k key conv (official: 4).
     """
 
@@ -92,16 +94,18 @@ class CoT(nn.Module):
         *,
         kernel_size: int = 3,
         share_planes: int = 8,
-        factor: int = 2,
+        reduction: int = 2,
         key_groups: int = 4,
     ) -> None:
         super().__init__()
         require_odd("cot", "kernel_size", kernel_size)
-        require_at_least("cot", "factor", factor, 1, "pass factor=2")
+        require_at_least("cot", "reduction", reduction, 1, "pass reduction=2")
         require_divisible("cot", channels, share_planes, "share_planes", "pass share_planes=8 (or a divisor)")
         require_divisible("cot", channels, key_groups, "key_groups", "pass key_groups=4 (or a divisor)")
-        mid = channels // factor
-        require_at_least("cot", f"channels//factor (channels={channels})", mid, 1, "pass a smaller factor")
+        mid = channels // reduction
+        require_at_least(
+            "cot", f"channels//reduction (channels={channels})", mid, 1, "pass a smaller reduction"
+        )
         k, c = kernel_size, channels
         self.kernel_size = k
         self.share_planes = share_planes

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from yoloattn.attention._common import (
     float32,
+    require_odd,
 )
 from yoloattn.attention.registry import register_attention
 
@@ -34,17 +35,20 @@ def eca_kernel_size(channels: int, gamma: int = 2, b: int = 1) -> int:
     return t if t % 2 else t + 1
 
 
-def _eca_params(c: int, k_size: int | None, gamma: int, b: int, **_: object) -> int:
-    return k_size if k_size else eca_kernel_size(c, gamma, b)
+def _eca_params(c: int, kernel_size: int | None, gamma: int, b: int, **_: object) -> int:
+    return kernel_size if kernel_size else eca_kernel_size(c, gamma, b)
+
+
+#: deprecated spelling of ``kernel_size`` (spec 3.1 named it ``k_size``, as the official code)
+_ALIASES = {"k_size": "kernel_size"}
 
 
 class _EcaBase(nn.Module):
-    def __init__(self, key: str, channels: int, k_size: int | None, gamma: int, b: int) -> None:
+    def __init__(self, key: str, channels: int, kernel_size: int | None, gamma: int, b: int) -> None:
         super().__init__()
-        k = eca_kernel_size(channels, gamma, b) if k_size is None else int(k_size)
-        if k < 1 or k % 2 == 0:
-            raise ValueError(f"{key}: k_size={k} must be a positive odd integer; pass e.g. k_size=3")
-        self.k_size = k
+        k = eca_kernel_size(channels, gamma, b) if kernel_size is None else int(kernel_size)
+        require_odd(key, "kernel_size", k)
+        self.kernel_size = k
         self.conv = nn.Conv1d(1, 1, k, padding=0, bias=False)
 
     def _pad(self, y: Tensor, p: int) -> Tensor:
@@ -53,7 +57,7 @@ class _EcaBase(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         y = float32(x).mean((2, 3)).to(x.dtype).unsqueeze(1)  # B x 1 x C
-        p = self.k_size // 2
+        p = self.kernel_size // 2
         if p:
             y = self._pad(y, p)
         s = torch.sigmoid(self.conv(y)).transpose(1, 2).unsqueeze(-1)  # B x C x 1 x 1
@@ -69,6 +73,7 @@ class _EcaBase(nn.Module):
     reference="BangguWu/ECANet models/eca_module.py",
     formula="k = psi(C) (no bias)",
     params=_eca_params,
+    aliases=_ALIASES,
     summary="Re-weights channels by a sigmoid gate from a k-tap 1-D convolution across the "
     "pooled channel descriptor (local cross-channel interaction, no dimension reduction).",
     equations="omega = sigma(C1D_k(y)) and adaptive kernel k = psi(C) = |(log2 C + b) / gamma|_odd",
@@ -83,16 +88,17 @@ class ECA(_EcaBase):
     ``out = x * sigmoid(conv1d_k(y))`` with zero padding ``k // 2`` and no bias (the paper's
     ``omega = sigma(C1D_k(y))``); the kernel size follows the adaptive rule
     ``k = psi(C) = |(log2 C + b) / gamma|_odd`` unless
-    ``k_size`` is given.
+    ``kernel_size`` is given.
 
     Args:
         channels: input channels C.
-        k_size: explicit odd kernel size; None selects it from C (64->3, 256->5, 2048->7).
+        kernel_size: explicit odd kernel size; None selects it from C (64->3, 256->5,
+            2048->7). Deprecated alias: ``k_size``.
         gamma, b: constants of the adaptive rule (paper: 2 and 1).
     """
 
-    def __init__(self, channels: int, k_size: int | None = None, gamma: int = 2, b: int = 1) -> None:
-        super().__init__("eca", channels, k_size, gamma, b)
+    def __init__(self, channels: int, kernel_size: int | None = None, gamma: int = 2, b: int = 1) -> None:
+        super().__init__("eca", channels, kernel_size, gamma, b)
 
 
 @register_attention(
@@ -105,6 +111,7 @@ class ECA(_EcaBase):
     reference="huggingface/pytorch-image-models timm/layers/eca.py",
     formula="k = psi(C) (no bias)",
     params=_eca_params,
+    aliases=_ALIASES,
     summary="ECA whose 1-D channel convolution wraps around the channel axis (circular "
     "padding), so the first and last channels also interact.",
     equations="ECA gate omega = sigma(C1D_k(y)) and psi(C), with circular instead of zero padding",
@@ -119,14 +126,15 @@ class CECA(_EcaBase):
     Convolutional Neural Networks", CVPR 2020: gate and kernel rule) but the channel sequence is
     padded circularly: the last ``k // 2`` channels are prepended and the first ``k // 2``
     appended before the 1-D convolution. Source: timm ``CecaModule`` (no paper of its own).
+    Arguments as :class:`ECA` (deprecated alias ``k_size`` of ``kernel_size``).
     """
 
-    def __init__(self, channels: int, k_size: int | None = None, gamma: int = 2, b: int = 1) -> None:
-        super().__init__("ceca", channels, k_size, gamma, b)
-        if self.k_size // 2 > channels:
+    def __init__(self, channels: int, kernel_size: int | None = None, gamma: int = 2, b: int = 1) -> None:
+        super().__init__("ceca", channels, kernel_size, gamma, b)
+        if self.kernel_size // 2 > channels:
             raise ValueError(
-                f"ceca: k_size={self.k_size} wraps more than channels={channels}; "
-                f"pass k_size<={2 * channels + 1}"
+                f"ceca: kernel_size={self.kernel_size} wraps more than channels={channels}; "
+                f"pass kernel_size<={2 * channels + 1}"
             )
 
     def _pad(self, y: Tensor, p: int) -> Tensor:

@@ -31,7 +31,8 @@ __all__ = ["EMA"]
     year=2023,
     category="channel+spatial",
     reference="YOLOonMe/EMA-attention-module EMA_attention_module",
-    params=lambda c, **h: 10 * (c // h["factor"]) ** 2 + 4 * (c // h["factor"]),
+    params=lambda c, **h: 10 * (c // h["groups"]) ** 2 + 4 * (c // h["groups"]),
+    aliases={"factor": "groups"},
     summary="Per channel group, a strip-pooled 1x1 branch and a 3x3 branch each attend over the "
     "positions of the other (cross-spatial softmax), giving one spatial gate per group.",
     equations="Sec. 3 / Fig. 3: grouping, 1x1 branch (X/Y strip average pooling, shared 1x1 "
@@ -55,24 +56,25 @@ class EMA(nn.Module):
     (1 x H x W); output ``g * sigmoid(W)`` reshaped to ``B x C x H x W``.
 
     Args:
-        channels: input channels C (divisible by ``factor``).
-        factor: number of groups G (official 32).
+        channels: input channels C (divisible by ``groups``).
+        groups: number of groups G (official 32; the official code calls it ``factor``, a
+            deprecated alias here).
     """
 
-    small_hyper = {"factor": 8}
+    small_hyper = {"groups": 8}
 
-    def __init__(self, channels: int, factor: int = 32) -> None:
+    def __init__(self, channels: int, groups: int = 32) -> None:
         super().__init__()
-        require_at_least("ema", "factor", factor, 1, "pass factor>=1")
+        require_at_least("ema", "groups", groups, 1, "pass groups>=1")
         require_divisible(
             "ema",
             channels,
-            factor,
-            "factor",
-            f"pass factor={largest_divisor(channels, factor)} (factor must divide channels)",
+            groups,
+            "groups",
+            f"pass groups={largest_divisor(channels, groups)} (groups must divide channels)",
         )
-        self.groups = factor
-        cg = channels // factor
+        self.groups = groups
+        cg = channels // groups
         self.conv1x1 = nn.Conv2d(cg, cg, 1)
         self.conv3x3 = nn.Conv2d(cg, cg, 3, padding=1)
         self.gn = nn.GroupNorm(cg, cg)

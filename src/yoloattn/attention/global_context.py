@@ -26,12 +26,17 @@ _GC_POOLING = ("att", "avg")
 _GC_FUSIONS = ("add", "mul", "add+mul")
 
 
-def _gc_planes(channels: int, ratio: float) -> int:
-    return int(channels * ratio)
+def _gc_planes(channels: int, reduction: float) -> int:
+    return int(channels / reduction)
 
 
-def _gc_params(c: int, ratio: float, pooling: str, fusion: str, **_: object) -> int:
-    p = _gc_planes(c, ratio)
+def _ratio_to_reduction(ratio: float) -> float:
+    """Deprecated ``ratio`` (P = C * ratio) as ``reduction`` (P = C / reduction)."""
+    return 1 / ratio if ratio else float("inf")
+
+
+def _gc_params(c: int, reduction: float, pooling: str, fusion: str, **_: object) -> int:
+    p = _gc_planes(c, reduction)
     n_fuse = len(fusion.split("+"))
     # conv_mask C->1 (biased) + per fusion: conv C->P (biased), LN(P), conv P->C (biased)
     return (c + 1 if pooling == "att" else 0) + n_fuse * (2 * c * p + 3 * p + c)
@@ -59,13 +64,14 @@ class _ContextTransform(nn.Sequential):
     category="context",
     reference="xvjiarui/GCNet mmdet/ops/ct/context_block.py",
     params=_gc_params,
-    formula="2C*P + 3P + 2C + 1, P = C*ratio (r=16: C^2/8 + 3C/16 + 2C + 1)",
+    aliases={"ratio": ("reduction", _ratio_to_reduction)},
+    formula="2C*P + 3P + 2C + 1, P = C/r (r=16: C^2/8 + 3C/16 + 2C + 1)",
     summary="Adds one query-independent global context vector (softmax attention pooling over "
     "all positions, then a LayerNorm bottleneck transform) to every position.",
     equations="Eq. (4) (GC block); pooling 'att' = global attention pooling, fusion 'add'.",
     identity_init="exact",
     source_note="Written from the paper; matches mmcv ContextBlock and timm GlobalContext "
-    "(timm: LayerNorm eps 1e-6 and default ratio 1/8, we use LayerNorm eps 1e-5 and r=16).",
+    "(timm: LayerNorm eps 1e-6 and default rd_ratio 1/8, we use LayerNorm eps 1e-5 and r=16).",
 )
 class GlobalContext(nn.Module):
     """Global Context block (GCNet, Cao et al., ICCV Workshops 2019, arXiv 1904.11492).
@@ -74,7 +80,7 @@ class GlobalContext(nn.Module):
 
         a = softmax_HW(conv1x1_{C->1}(x))                   # global attention pooling
         c = sum_hw x * a                                    # C x 1 x 1 context
-        t = conv1x1_{P->C}(ReLU(LN(conv1x1_{C->P}(c))))     # bottleneck transform, P = C*ratio
+        t = conv1x1_{P->C}(ReLU(LN(conv1x1_{C->P}(c))))     # bottleneck transform, P = C/r
         out = x + t                                         # fusion "add" (default)
 
     Built-in residual: yes, the paper's ``x + t`` (fusion ``"add"``). ``fusion="mul"`` gives
@@ -85,7 +91,8 @@ class GlobalContext(nn.Module):
 
     Args:
         channels: input channels C.
-        ratio: bottleneck ratio, P = int(C * ratio) (paper r=16 -> 1/16; configs also use 1/4).
+        reduction: bottleneck ratio r, P = int(C / r) (paper: 16; configs also use 4).
+            Deprecated alias: ``ratio`` = 1/r.
         pooling: ``"att"`` (paper) or ``"avg"``.
         fusion: ``"add"`` (paper), ``"mul"`` or ``"add+mul"``.
     """
@@ -94,7 +101,7 @@ class GlobalContext(nn.Module):
         self,
         channels: int,
         *,
-        ratio: float = 1 / 16,
+        reduction: float = 16,
         pooling: str = "att",
         fusion: str = "add",
     ) -> None:
@@ -103,13 +110,13 @@ class GlobalContext(nn.Module):
             raise ValueError(f"gc: pooling={pooling!r} is not one of {_GC_POOLING}")
         if fusion not in _GC_FUSIONS:
             raise ValueError(f"gc: fusion={fusion!r} is not one of {_GC_FUSIONS}")
-        planes = _gc_planes(channels, ratio)
+        planes = _gc_planes(channels, reduction)
         require_at_least(
             "gc",
-            f"int(channels*ratio) (channels={channels}, ratio={ratio})",
+            f"int(channels/reduction) (channels={channels}, reduction={reduction})",
             planes,
             1,
-            "pass a larger ratio",
+            "pass a smaller reduction",
         )
         self.pooling = pooling
         self.conv_mask = nn.Conv2d(channels, 1, 1) if pooling == "att" else None

@@ -151,7 +151,7 @@ def translate_aliases(
 
 def _accept_aliases(cls: type[nn.Module], key: str, aliases: Mapping[str, AliasTarget]) -> None:
     """Make ``cls(channels, old_name=...)`` translate deprecated keywords (with a warning)."""
-    init = cls.__init__
+    init: Callable[..., None] = cls.__init__  # type: ignore[misc]
 
     @functools.wraps(init)
     def __init__(self: nn.Module, *args: Any, **kwargs: Any) -> None:
@@ -161,7 +161,7 @@ def _accept_aliases(cls: type[nn.Module], key: str, aliases: Mapping[str, AliasT
 
 
 def _constructor_defaults(cls: type) -> dict[str, Any]:
-    sig = inspect.signature(cls.__init__)
+    sig = inspect.signature(cls.__init__)  # type: ignore[misc]
     out: dict[str, Any] = {}
     for i, (name, p) in enumerate(sig.parameters.items()):
         if i < 2:  # self, channels

@@ -180,11 +180,13 @@ class SplAt(nn.Module):
         return (splits * a.to(u.dtype)).sum(1)
 
 
-def _epsa_params(c: int, kernels: Sequence[int], groups: Sequence[int], reduction: int, **_: object) -> int:
-    n = len(kernels)
+def _epsa_params(
+    c: int, kernel_sizes: Sequence[int], groups: Sequence[int], reduction: int, **_: object
+) -> int:
+    n = len(kernel_sizes)
     split = c // n
     hidden = split // reduction
-    convs = sum(split * (c // g) * k * k for k, g in zip(kernels, groups))
+    convs = sum(split * (c // g) * k * k for k, g in zip(kernel_sizes, groups))
     return convs + 2 * split * hidden + hidden + split
 
 
@@ -197,6 +199,7 @@ def _epsa_params(c: int, kernels: Sequence[int], groups: Sequence[int], reductio
     reference="murufeng/EPSANet models/epsanet.py",
     formula="sum_i (C/4)(C/g_i)k_i^2 + 2(C/4)h + h + C/4, h = C/(4r) (defaults: 847C^2/128 + 17C/64)",
     params=_epsa_params,
+    aliases={"kernels": "kernel_sizes"},
     summary="Extracts multi-scale features with four grouped convs (kernels 3-9), computes SE "
     "weights per scale and re-weights the scales with a softmax across them.",
     equations="SPC module (multi-scale split/concat), SEWeight, softmax across scales, re-weighting",
@@ -215,7 +218,7 @@ class EPSA(nn.Module):
 
     Args:
         channels: input and output channels C (default: divisible by 64).
-        kernels: kernel size of each branch (3, 5, 7, 9).
+        kernel_sizes: kernel size of each branch (3, 5, 7, 9); deprecated alias ``kernels``.
         groups: groups of each branch conv (1, 4, 8, 16).
         reduction: SE reduction (16).
         official_order: concatenate branches in the official code's reversed order.
@@ -224,27 +227,27 @@ class EPSA(nn.Module):
     def __init__(
         self,
         channels: int,
-        kernels: Sequence[int] = (3, 5, 7, 9),
+        kernel_sizes: Sequence[int] = (3, 5, 7, 9),
         groups: Sequence[int] = (1, 4, 8, 16),
         reduction: int = 16,
         official_order: bool = False,
     ) -> None:
         super().__init__()
-        kernels, groups = tuple(int(k) for k in kernels), tuple(int(g) for g in groups)
+        kernels, groups = tuple(int(k) for k in kernel_sizes), tuple(int(g) for g in groups)
         if len(kernels) != len(groups) or not kernels:
             raise ValueError(
-                f"epsa: kernels={kernels} and groups={groups} must have the same non-zero length"
+                f"epsa: kernel_sizes={kernels} and groups={groups} must have the same non-zero length"
             )
         n = len(kernels)
         hint = f"pass groups=({', '.join('1' for _ in groups)}) or another C"
         for k, g in zip(kernels, groups):
             if k < 1 or k % 2 == 0:
-                raise ValueError(f"epsa: kernels={kernels} must be odd; pass kernels=(3, 5, 7, 9)")
+                raise ValueError(f"epsa: kernel_sizes={kernels} must be odd; pass kernel_sizes=(3, 5, 7, 9)")
             require_divisible("epsa", channels, n * g, f"{n} branches x groups={g}", hint)
         split = channels // n
         require_at_least(
             "epsa",
-            "channels // len(kernels) // reduction",
+            "channels // len(kernel_sizes) // reduction",
             split // reduction,
             1,
             f"pass reduction<={split}",
