@@ -61,6 +61,11 @@ def render() -> str:
             extra.append(f"ONNX: {i.onnx_note}")
         if i.identity_init:
             extra.append(f"identity at init: {i.identity_init}")
+        if i.aliases:
+            old = ", ".join(
+                f"`{o}` -> `{t if isinstance(t, str) else t[0]}`" for o, t in sorted(i.aliases.items())
+            )
+            extra.append(f"deprecated keyword {old}")
         if i.source_note:
             extra.append(i.source_note)
         extra.append(f"reference code: {i.reference}")

@@ -1,4 +1,4 @@
-"""Behaviour tests of the channel-attention family (``yoloattn.attention.channel``).
+"""Behaviour tests of the channel-attention family (channel-category keys).
 
 The shared contract (parameter formulas, shapes, gradients, ONNX, dtypes) is in
 ``test_zoo_contract.py``; this file checks what is special to each module: the ECA kernel
@@ -17,15 +17,11 @@ from onnx_check import assert_onnx_matches
 from torch import nn
 
 from yoloattn.attention import create_attention, get_attention_info
-from yoloattn.attention.channel import (
-    NAM,
-    _adaptive_avg_matrix,
-    _GuardedBatchNorm2d,
-    _sqrtm_newton_schulz,
-    eca_kernel_size,
-    fca_dct_filters,
-    nam_l1_penalty,
-)
+from yoloattn.attention._common import GuardedBatchNorm2d as _GuardedBatchNorm2d
+from yoloattn.attention.eca import eca_kernel_size
+from yoloattn.attention.fca import _adaptive_avg_matrix, fca_dct_filters
+from yoloattn.attention.nam import NAM, nam_l1_penalty
+from yoloattn.attention.soca import _sqrtm_newton_schulz
 
 
 def _timm():
@@ -71,12 +67,12 @@ def test_eca_adaptive_kernel_rule(channels, k):
         assert _count(m) == k == get_attention_info(key).params(channels)
 
 
-def test_eca_k_size_override_and_validation():
-    m = create_attention("eca", 256, k_size=9)
+def test_eca_kernel_size_override_and_validation():
+    m = create_attention("eca", 256, kernel_size=9)
     assert m.conv.kernel_size == (9,) and _count(m) == 9
-    assert get_attention_info("eca").params(256, k_size=9) == 9
-    with pytest.raises(ValueError, match="k_size=4"):
-        create_attention("eca", 256, k_size=4)
+    assert get_attention_info("eca").params(256, kernel_size=9) == 9
+    with pytest.raises(ValueError, match="kernel_size=4"):
+        create_attention("eca", 256, kernel_size=4)
 
 
 def test_eca_equals_explicit_formula():
@@ -422,7 +418,7 @@ def test_parnet_block_formula():
 
 
 @pytest.mark.parametrize(
-    "key,hyper", [("ceca", {"k_size": 5}), ("fca", {"dct_size": 14, "freq_sel": "top8"})]
+    "key,hyper", [("ceca", {"kernel_size": 5}), ("fca", {"dct_size": 14, "freq_sel": "top8"})]
 )
 def test_onnx_dynamic_hw_for_spec_flagged_exports(key, hyper):
     """The spec found circular F.pad (ceca) and non-1 adaptive pooling (fca) broken in ONNX;

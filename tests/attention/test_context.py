@@ -226,7 +226,7 @@ def test_external_double_normalisation_and_init_tie():
 @pytest.mark.parametrize(
     ("key", "hyper", "match"),
     [
-        ("gc", {"ratio": 1 / 64}, "ratio"),
+        ("gc", {"reduction": 64}, "reduction"),
         ("gc", {"pooling": "max"}, "pooling="),
         ("gc", {"fusion": "cat"}, "fusion="),
         ("nonlocal", {"reduction": 64}, "reduction"),

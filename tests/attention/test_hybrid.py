@@ -1,4 +1,4 @@
-"""Behaviour tests of the channel+spatial attention family (``yoloattn.attention.hybrid``).
+"""Behaviour tests of the channel+spatial attention family (channel+spatial keys).
 
 Each test checks a module against an independent computation: a hand-computed closed form
 (SimAM), a third-party implementation (timm's CBAM), or a manual re-computation from the
@@ -16,7 +16,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from yoloattn.attention import create_attention, get_attention_info
-from yoloattn.attention.hybrid import BAM, CBAM, BAMOfficial, CoordAttention, SimAM
+from yoloattn.attention.bam import BAM, BAMOfficial
+from yoloattn.attention.cbam import CBAM
+from yoloattn.attention.coord import CoordAttention
+from yoloattn.attention.simam import SimAM
 
 
 def _randomize(m: nn.Module, seed: int = 0) -> None:
@@ -261,7 +264,7 @@ def test_sa_bad_groups_names_the_hyperparameter_and_its_hint_works():
     ("key", "channels", "hyper", "needle"),
     [
         ("sge", 48, {"groups": 32}, "groups=32"),
-        ("ema", 40, {}, "factor=32"),
+        ("ema", 40, {}, "groups=32"),
         ("cbam", 8, {}, "reduction"),
         ("psa_p", 63, {}, "even"),
         ("scse", 64, {"fuse": "concat"}, "fuse"),

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from yoloattn.attention import create_attention, get_attention_info
-from yoloattn.attention.kernel import LSKA_KERNELS
+from yoloattn.attention.large_kernel import LSKA_KERNELS
 
 
 def _randomize(m: nn.Module, seed: int = 0) -> nn.Module:

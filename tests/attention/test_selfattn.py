@@ -15,7 +15,8 @@ from onnx_check import assert_onnx_matches
 from torch import nn
 
 from yoloattn.attention import create_attention, get_attention_info
-from yoloattn.attention.selfattn import overlap_add, spatial_shift
+from yoloattn.attention.outlook import overlap_add
+from yoloattn.attention.spatial_shift import spatial_shift
 
 
 def _randomize(m: nn.Module, seed: int = 0, scale: float = 0.2) -> nn.Module:
@@ -374,7 +375,7 @@ def test_onnx_dynamic_sizes_with_active_weights(key, hyper, export_size, sizes):
 def test_acmix_windowed_attention_equals_the_unfold_form():
     # the official ACmix unfolds k, pe and v into k_att^2 copies; ours reads shifted views of the
     # padded maps (4x faster on CPU). Both must give the same attention path, values and gradients.
-    from yoloattn.attention.selfattn import _coordinate_grid
+    from yoloattn.attention.acmix import _coordinate_grid
 
     def unfold_form(m, q, k, v):
         b, c, h, w = q.shape

@@ -260,3 +260,39 @@ def test_onnx_export_dynamic_hw(key):
     else:
         sizes = [(14, 21), (20, 20)]
     assert_onnx_matches(m, 64, sizes[0], sizes, rtol_scale=1e-4, label=key)
+
+
+@pytest.mark.parametrize("mode", ["eval", "train"])
+@pytest.mark.parametrize("key", KEYS)
+def test_identity_at_init_flag_is_exact(key, mode):
+    """``identity_at_init`` is True exactly for modules that return their input when fresh.
+
+    Checked in both modes on a fresh module (C=64, random 2 x 64 x 16 x 16 input; a
+    size-dependent module gets its valid test size): flag True -> output == input (1e-6),
+    flag False -> the output differs from the input by more than 1e-4 somewhere.
+    """
+    info = get_attention_info(key)
+    torch.manual_seed(0)
+    m, _ = build_with_hyper(info, 64)
+    m.train(mode == "train")
+    h, w = info.fixed_size if info.size_dependent and info.fixed_size else (16, 16)
+    x = torch.randn(2, 64, h, w)
+    with torch.no_grad():
+        y = m(x)
+    assert y.shape == x.shape
+    if info.identity_at_init:
+        torch.testing.assert_close(y, x, atol=1e-6, rtol=0.0)
+    else:
+        assert (y - x).abs().max().item() > 1e-4, f"{key} is the identity at init in {mode} mode"
+
+
+def test_identity_at_init_keys():
+    """The flag another component relies on (zero-initialised gates for inserted modules)."""
+    assert sorted(i.key for i in INFOS if i.identity_at_init) == ["cc", "gc", "gct", "nonlocal"]
+
+
+def test_modules_listing_shows_identity_at_init():
+    from yoloattn.cli.modules import zoo_rows
+
+    rows = {r["key"]: r for r in zoo_rows(64)}
+    assert all(rows[i.key]["identity_at_init"] is i.identity_at_init for i in INFOS)

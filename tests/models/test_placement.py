@@ -341,6 +341,7 @@ def test_every_zoo_module_in_yolov5n(key):
 SHIPPED_MODELS = ["yolov5n", "yolov5s", "yolov5m", "yolov5l", "yolov5x", "yolov7-tiny", "yolov7", "yolov7x"]
 
 
+@pytest.mark.slow
 @needs_model
 @pytest.mark.parametrize("name", SHIPPED_MODELS)
 def test_every_zoo_module_in_every_shipped_model_counts_exactly(name):

@@ -3,9 +3,46 @@
 ``create_attention(name, channels, **hyper)`` builds a module by key and
 ``list_attention()`` lists them with their metadata (paper, venue, year, parameter formula).
 The package knows nothing of YOLO; it can be used with any ``N x C x H x W`` feature map.
+
+One file per module family (timm's grain), each citing its paper(s); helpers shared by the
+families live once in ``_common.py``; lookup, metadata and keyword aliases in ``registry.py``.
 """
 
-from yoloattn.attention import channel, context, hybrid, kernel, selfattn  # noqa: F401  (registration)
+# Importing a family module registers its keys.
+from yoloattn.attention import (  # noqa: F401
+    acmix,
+    bam,
+    bilevel_routing,
+    bottleneck_attn,
+    cbam,
+    coord,
+    cot,
+    cpca,
+    criss_cross,
+    double_attention,
+    dual_attention,
+    eca,
+    ema,
+    external,
+    fca,
+    gam,
+    gct,
+    global_context,
+    group_wise,
+    large_kernel,
+    nam,
+    non_local,
+    outlook,
+    parnet,
+    polarized,
+    selective_kernel,
+    simam,
+    soca,
+    spatial_shift,
+    squeeze_excite,
+    srm,
+    triplet,
+)
 from yoloattn.attention.registry import (
     AttentionInfo,
     create_attention,

@@ -1,16 +1,15 @@
-"""Large-kernel convolutional attention: MSCA (SegNeXt), LSK (LSKNet), LSKA.
+"""Large-kernel convolutional attention: depthwise (strip / dilated) convolutions build the gate.
 
-Each module computes an attention map with depthwise (strip / dilated) convolutions and gates
-its input with it (``out = x * attn``); none adds a residual of its own (spec rule 5.8). The
-papers wrap the gate as ``x + proj2(gate(GELU(proj1(x))))``; ``wrap=True`` (msca, lsk) adds
-that wrapper, residual included.
+Each module gates its input with its attention map (``out = x * attn``); none adds a residual
+of its own (spec rule 5.8). The papers wrap the gate as ``x + proj2(gate(GELU(proj1(x))))``;
+``wrap=True`` (msca, lsk) adds that wrapper, residual included.
 
 * ``msca`` -- "SegNeXt: Rethinking Convolutional Attention Design for Semantic Segmentation",
   Guo et al., NeurIPS 2022, Eqs. (1)-(2).
 * ``lsk``  -- "Large Selective Kernel Network for Remote Sensing Object Detection", Li et al.,
   ICCV 2023, Sec. 3 (large kernel decomposition + spatial kernel selection).
 * ``lska`` -- "Large Separable Kernel Attention: Rethinking the Large Kernel Attention Design in
-  CNN", Lau et al., Expert Systems with Applications 2024 (separable LKA).
+  CNN", Lau, Po, Rehman, Expert Systems with Applications 2024 (separable LKA).
 """
 
 from __future__ import annotations
@@ -19,7 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from yoloattn.attention._checks import float32
+from yoloattn.attention._common import (
+    float32,
+)
 from yoloattn.attention.registry import register_attention
 
 __all__ = ["MSCA", "LSK", "LSKA", "LSKA_KERNELS"]
@@ -50,11 +51,6 @@ class _Wrapped(nn.Module):
 
 def _wrap_params(c: int, wrap: bool) -> int:
     return 2 * c * c + 2 * c if wrap else 0
-
-
-# --------------------------------------------------------------------------------------------
-# msca
-# --------------------------------------------------------------------------------------------
 
 
 def _msca_params(c: int, kernel_sizes: tuple[int, ...], wrap: bool, **_: object) -> int:
@@ -114,11 +110,6 @@ class MSCA(_Wrapped):
         for strip in self.strips:
             s = s + strip(a)
         return u * self.conv_mix(s)
-
-
-# --------------------------------------------------------------------------------------------
-# lsk
-# --------------------------------------------------------------------------------------------
 
 
 def _lsk_params(c: int, wrap: bool, **_: object) -> int:
@@ -190,10 +181,6 @@ class LSK(_Wrapped):
         sel = torch.sigmoid(self.squeeze(stats.to(u1.dtype)))
         return u * self.expand(u1 * sel[:, 0:1] + u2 * sel[:, 1:2])
 
-
-# --------------------------------------------------------------------------------------------
-# lska
-# --------------------------------------------------------------------------------------------
 
 #: effective kernel size k -> (a, b, d): DW 1xa, ax1, then 1xb, bx1 with dilation d.
 LSKA_KERNELS: dict[int, tuple[int, int, int]] = {
