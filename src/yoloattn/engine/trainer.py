@@ -29,6 +29,7 @@ import torch
 import yaml
 from torch import nn
 
+from yoloattn.engine import setup as parts
 from yoloattn.engine.checkpoint import (
     load_training_state,
     restore_optimizer,
@@ -46,7 +47,7 @@ from yoloattn.engine.distributed import (
     select_device,
 )
 from yoloattn.engine.ema import ModelEMA, unwrap
-from yoloattn.engine.optim import build_optimizer, lr_lambda, warmup_step
+from yoloattn.engine.optim import warmup_step
 from yoloattn.engine.runs import (
     RESULT_COLUMNS,
     increment_path,
@@ -58,7 +59,6 @@ from yoloattn.engine.train_config import (
     TrainConfig,
     TrainingDiverged,
     TrainResult,
-    _ranges,
     fitness,
     freeze_rows,
     model_family,
@@ -123,166 +123,51 @@ class Trainer:
         self.resume_state = load_training_state(state_file)
 
     def setup(self) -> None:
-        from yoloattn.data import YoloDataset, build_dataloader, load_dataset_config
-        from yoloattn.engine.hyp import default_hyp_for, load_hyp
-        from yoloattn.models.detector import build_model
-        from yoloattn.models.parse import load_config
-
+        """Build the run's parts (see :mod:`yoloattn.engine.setup`); the order is fixed: it is
+        the order in which they draw from the seeded random generators."""
         cfg = self.cfg
-        if not cfg.data:
-            raise ValueError("no dataset given: pass --data path/to/data.yaml")
+        resuming = self.resume_state is not None
         seed_everything(cfg.seed + self.rank, cfg.deterministic)
-        self.data = load_dataset_config(cfg.data)
-        self.scan_nc = self.data.nc  # label class ids are checked against the dataset's classes
-        if cfg.single_cls:
-            self.data = self.data.as_single_class()
+        self.data, self.scan_nc = parts.load_data(cfg)
 
-        base_cfg = load_config(cfg.model)
-        self.index_map: dict[int, int] | None = None
-        model_cfg = base_cfg
-        saved_cfg = getattr(self, "run_dir", None) and self.run_dir / "model.yaml"
-        if self.resume_state and saved_cfg and saved_cfg.is_file():
-            # the architecture actually trained (attention rows placed, anchors evolved by AutoAnchor)
-            model_cfg = load_config(str(saved_cfg))
-        elif cfg.attention:
-            from yoloattn.models.placement import place_attention
-
-            model_cfg, self.index_map = place_attention(base_cfg, cfg.attention)
+        saved_cfg = self.run_dir / "model.yaml" if resuming else None
+        base_cfg, model_cfg, self.index_map = parts.model_configs(cfg, saved_cfg)
         self.family = model_family(model_cfg)
-        if cfg.epochs is None:
-            cfg.epochs = 300 if self.family == "v7" else 100
-        if cfg.epochs < 1:
-            raise ValueError(f"--epochs must be at least 1, got {cfg.epochs}")
-        model = build_model(model_cfg, nc=self.data.nc)
-        if self.index_map is not None and not cfg.weights and not self.resume_state:
-            # From scratch, the layers shared with the baseline start from the baseline's
-            # initialisation for this seed, so variant and baseline runs are paired by seed.
-            from yoloattn.models.weights import transfer_weights
-
-            seed_everything(cfg.seed + self.rank, cfg.deterministic)
-            base = build_model(base_cfg, nc=self.data.nc)
-            transfer_weights(base.state_dict(), model, self.index_map)
-            del base
-        model.names = list(self.data.names)
-
-        hyp = load_hyp(
-            cfg.hyp or default_hyp_for(cfg.model if isinstance(cfg.model, str) else "yolov5s"),
-            cfg.hyp_overrides,
+        parts.resolve_epochs(cfg, self.family)
+        model = parts.build_run_model(
+            cfg,
+            base_cfg,
+            model_cfg,
+            self.index_map,
+            self.data.nc,
+            list(self.data.names),
+            seed=cfg.seed + self.rank,
+            paired_init=not cfg.weights and not resuming,
         )
-        self.hyp_file = dict(hyp)
-        det = model.detect
-        nl = det.nl
-        hyp["box"] *= 3 / nl
-        hyp["cls"] *= self.data.nc / 80 * 3 / nl
-        hyp["obj"] *= (cfg.imgsz / 640) ** 2 * 3 / nl
-        hyp["label_smoothing"] = cfg.label_smoothing or hyp.get("label_smoothing", 0.0)
-        self.hyp = hyp
-
-        if cfg.weights and not self.resume_state:
-            self._load_weights(model)
-
+        self.hyp, self.hyp_file = parts.resolve_hyp(cfg, model, self.data.nc)
+        if cfg.weights and not resuming:
+            self.transfer_report = parts.load_initial_weights(model, cfg.weights, self.index_map)
         saved_rows = self.resume_state[1].get("extra", {}).get("frozen_rows") if self.resume_state else None
-        if saved_rows is not None:  # resume: the rows resolved when the run started
-            frozen = [int(i) for i in saved_rows]
-        elif len(cfg.freeze) == 1 and self.index_map is not None:
-            # --freeze N with attention placed: the first N rows of the base model, wherever
-            # placement moved them; inserted attention rows are never frozen
-            frozen = sorted(self.index_map[i] for i in freeze_rows(cfg.freeze, len(self.index_map)))
-        else:
-            frozen = freeze_rows(cfg.freeze, len(model.model))
-        self.frozen_rows = frozen
-        for n, p in model.named_parameters():
-            if any(n.startswith(f"model.{i}.") for i in frozen):
-                p.requires_grad_(False)
-        if frozen:
-            LOGGER.info(
-                "freeze: rows %s (%d tensors)",
-                _ranges(frozen),
-                sum(not p.requires_grad for p in model.parameters()),
-            )
+        self.frozen_rows = parts.freeze_model(model, cfg.freeze, self.index_map, saved_rows)
 
         model.to(self.device)
         self.model_cfg = model.yaml
         self.gs = max(int(model.stride.max()), 32)
-        if cfg.imgsz % self.gs:
-            raise ValueError(f"--imgsz {cfg.imgsz} must be a multiple of the max stride {self.gs}")
-        if cfg.cache not in (None, "", "ram"):
-            raise ValueError(f"--cache {cfg.cache!r}: the only image cache is 'ram'")
-        cache_images = cfg.cache == "ram"
-
-        # data
-        self.train_set = YoloDataset(
-            self.data.train,
-            imgsz=cfg.imgsz,
-            augment=True,
-            hyp=hyp,
-            rect=cfg.rect,
-            batch_size=cfg.batch,
-            stride=self.gs,
-            seed=cfg.seed,
-            cache_dir=cfg.cache_dir,
-            prefix="train: ",
-            nc=self.scan_nc,
-            cache_images=cache_images,
-            single_cls=cfg.single_cls,
-        )
+        parts.check_image_options(cfg, self.gs)
+        self.train_set = parts.build_train_set(cfg, self.data, self.hyp, self.gs, self.scan_nc)
         self.anchor_report = None
-        if cfg.autoanchor and not self.resume_state:
-            # every rank computes the same anchors (seeded), so DDP replicas agree without a broadcast
-            from yoloattn.engine.autoanchor import check_anchors
-
-            self.anchor_report = check_anchors(
-                self.train_set, model, thr=hyp["anchor_t"], imgsz=cfg.imgsz, seed=cfg.seed
-            )
-            if self.anchor_report.replaced and isinstance(model.yaml.get("anchors"), list):
-                # model.yaml and the weight sidecars record the anchors used
-                model.yaml = {**model.yaml, "anchors": self.anchor_report.anchors_px}
-                self.model_cfg = model.yaml
-        self.train_loader = build_dataloader(
-            self.train_set,
-            cfg.batch,
-            shuffle=not cfg.rect,
-            workers=cfg.workers,
-            seed=cfg.seed,
-            rank=self.rank if is_dist() else -1,
-            world_size=self.world,
-        )
-        self.val_loader = None
+        if cfg.autoanchor and not resuming:
+            self.anchor_report = parts.check_run_anchors(cfg, self.train_set, model, self.hyp)
+            self.model_cfg = model.yaml
+        self.train_loader = parts.build_train_loader(cfg, self.train_set, self.rank, self.world)
+        self.val_set, self.val_loader = None, None
         if self.main and self.data.val:
-            self.val_set = YoloDataset(
-                self.data.val,
-                imgsz=cfg.imgsz,
-                augment=False,
-                hyp=None,  # no augmentation: the recipe does not apply (and warns only once, for train)
-                rect=True,
-                batch_size=cfg.batch * 2,
-                stride=self.gs,
-                pad=0.5,
-                seed=cfg.seed,
-                cache_dir=cfg.cache_dir,
-                prefix="val: ",
-                nc=self.scan_nc,
-                cache_images=cache_images,
-                single_cls=cfg.single_cls,
-            )
-            self.val_loader = build_dataloader(
-                self.val_set, cfg.batch * 2, shuffle=False, workers=cfg.workers, seed=cfg.seed
-            )
+            self.val_set, self.val_loader = parts.build_val_loader(cfg, self.data, self.gs, self.scan_nc)
 
-        # optimisation
-        total_batch = cfg.batch * self.world  # --batch is per process
-        self.accumulate = max(round(cfg.nbs / total_batch), 1)
-        wd = hyp["weight_decay"] * total_batch * self.accumulate / cfg.nbs
-        self.optimizer = build_optimizer(model, cfg.optimizer, hyp["lr0"], hyp["momentum"], wd)
-        sched = cfg.lr_schedule or ("cos" if self.family == "v7" else "linear")
-        self.lf = lr_lambda(sched, cfg.epochs, hyp["lrf"], self.family)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda=self.lf)
+        opt = parts.build_optimization(cfg, model, self.hyp, self.family, self.world)
+        self.optimizer, self.scheduler, self.lf = opt.optimizer, opt.scheduler, opt.lf
+        self.accumulate, self.clip_grad = opt.accumulate, opt.clip_grad
         self.ema = ModelEMA(model) if self.main else None
-        # YOLOv5 clips the gradient norm at 10 before every step; YOLOv7 does not clip
-        if cfg.clip_grad is not None and cfg.clip_grad < 0:
-            raise ValueError(f"--clip-grad must be >= 0 (0 turns clipping off), got {cfg.clip_grad}")
-        clip = cfg.clip_grad if cfg.clip_grad is not None else (10.0 if self.family == "v5" else 0.0)
-        self.clip_grad = float(clip)
         self.amp = bool(cfg.amp and self.device.type == "cuda")
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
         self.start_epoch = 0
@@ -294,55 +179,24 @@ class Trainer:
         self.resume_extra: dict[str, Any] = {}
         if self.resume_state:
             self._restore(model)
-
-        if is_dist():
-            if cfg.sync_bn:
-                model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-            ddp_kw = {"device_ids": [self.device.index]} if self.device.type == "cuda" else {}
-            model = nn.parallel.DistributedDataParallel(model, **ddp_kw)
-        self.model = model
-
-        if int(hyp.get("loss_ota", 0)) == 1:  # set by the YOLOv7 recipes; --set loss_ota=0 turns it off
-            from yoloattn.engine.loss_ota import ComputeLossOTA
-
-            self.loss_fn = ComputeLossOTA(unwrap(model), hyp)
-            self.loss_needs_imgs = True
-        else:
-            from yoloattn.engine.loss import ComputeLoss
-
-            self.loss_fn = ComputeLoss(unwrap(model), hyp)
-            self.loss_needs_imgs = False
-        from yoloattn.engine.loss import ComputeLoss
-
-        self.val_loss_fn = ComputeLoss(unwrap(model), hyp)
-
+        self.model = parts.wrap_distributed(model, cfg.sync_bn, self.device)
+        self.loss_fn, self.loss_needs_imgs, self.val_loss_fn = parts.build_losses(self.model, self.hyp)
         if self.main:
-            if not self.resume_state:
-                self.run_dir = increment_path(Path(cfg.project) / cfg.name, cfg.exist_ok)
-            else:  # rows of epochs that ran after the checkpoint (killed mid-save) are redone
-                truncate_results(self.run_dir / "results.csv", self.start_epoch)
-            self.wdir = self.run_dir / "weights"
-            self.wdir.mkdir(parents=True, exist_ok=True)
-            args = cfg.to_dict()
-            args["hyp_resolved"] = self.hyp_file
-            # atomic: under DDP the other ranks of a resumed run read these files while rank 0 writes
-            write_atomic(self.run_dir / "args.yaml", yaml.safe_dump(args, sort_keys=False))
-            write_atomic(self.run_dir / "model.yaml", yaml.safe_dump(self.model_cfg, sort_keys=False))
+            self._open_run_dir()
 
-    def _load_weights(self, model: nn.Module) -> None:
-        from yoloattn.models.weights import load_state_for_transfer, transfer_weights
-
-        src_state, src_meta = load_state_for_transfer(self.cfg.weights)
-        index_map = self.index_map
-        if isinstance(src_meta.get("cfg"), dict):
-            # the source architecture is known: pair its rows with ours (handles sources that
-            # already carry attention rows, and plain base -> placed transfers alike)
-            from yoloattn.models.placement import row_map
-
-            index_map = row_map(src_meta["cfg"], model.yaml)
-        report = transfer_weights(src_state, model, index_map)
-        LOGGER.info("weights: %s from %s", report.summary(), self.cfg.weights)
-        self.transfer_report = report
+    def _open_run_dir(self) -> None:
+        cfg = self.cfg
+        if not self.resume_state:
+            self.run_dir = increment_path(Path(cfg.project) / cfg.name, cfg.exist_ok)
+        else:  # rows of epochs that ran after the checkpoint (killed mid-save) are redone
+            truncate_results(self.run_dir / "results.csv", self.start_epoch)
+        self.wdir = self.run_dir / "weights"
+        self.wdir.mkdir(parents=True, exist_ok=True)
+        args = cfg.to_dict()
+        args["hyp_resolved"] = self.hyp_file
+        # atomic: under DDP the other ranks of a resumed run read these files while rank 0 writes
+        write_atomic(self.run_dir / "args.yaml", yaml.safe_dump(args, sort_keys=False))
+        write_atomic(self.run_dir / "model.yaml", yaml.safe_dump(self.model_cfg, sort_keys=False))
 
     def _restore(self, model: nn.Module) -> None:
         tensors, state = self.resume_state  # type: ignore[misc]
