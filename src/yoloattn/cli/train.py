@@ -217,9 +217,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.resume:
         if args.resume == "latest":
-            from yoloattn.engine.runs import latest_run
+            from yoloattn.engine.runs import RunDir
 
-            args.resume = str(latest_run(args.project))
+            args.resume = str(RunDir.latest(args.project).root)
             if int(os.environ.get("RANK", 0)) == 0:
                 print(f"resuming {args.resume}")
         cfg = TrainConfig(resume=args.resume, device=args.device, workers=args.workers, quiet=args.quiet)

@@ -241,16 +241,16 @@ def build_val_loader(
 
 def resolve_weights(path: str | Path) -> Path:
     """A run folder (best weights, else last) or a weights file."""
+    from yoloattn.engine.runs import RunDir
+
     p = Path(path)
     if p.is_dir():
-        for cand in (
-            p / "weights" / "best.safetensors",
-            p / "weights" / "last.safetensors",
-            p / "best.safetensors",
-        ):
+        run = RunDir(p)
+        for cand in (run.best, run.last, p / run.best.name):
             if cand.is_file():
                 return cand
-        raise FileNotFoundError(f"no weights in run folder {p} (expected weights/best.safetensors)")
+        expected = run.best.relative_to(p).as_posix()
+        raise FileNotFoundError(f"no weights in run folder {p} (expected {expected})")
     if not p.is_file():
         raise FileNotFoundError(f"weights not found: {p}")
     if p.suffix in (".pt", ".pth"):

@@ -1,15 +1,10 @@
 """The training loop: official YOLOv5/YOLOv7 recipes on 1 CPU, 1 GPU or many GPUs (torchrun).
 
-``train(TrainConfig(...))`` runs one training and writes one run folder::
-
-    runs/train/<name>/
-        args.yaml            every resolved option (model, data, hyperparameters, ...)
-        model.yaml           the resolved architecture (attention rows included)
-        results.csv          one row per epoch: losses, P, R, mAP50, mAP50-95, learning rates
-        results.png          the same as plots
-        weights/last.safetensors, last.json   EMA weights + sidecar (load with load_model)
-        weights/best.safetensors, best.json   best epoch by fitness 0.1*mAP50 + 0.9*mAP50-95
-        weights/last.state.safetensors        everything an exact resume needs (no pickle)
+``train(TrainConfig(...))`` runs one training and writes one run folder, ``runs/train/<name>/``
+(layout: :class:`~yoloattn.engine.runs.RunDir`): the resolved options and architecture, one
+``results.csv`` row per epoch (losses, P, R, mAP50, mAP50-95, learning rates) and its plot, the
+last and best EMA weights (best by fitness 0.1*mAP50 + 0.9*mAP50-95) with JSON sidecars, and the
+state an exact resume needs (no pickle).
 
 Under ``torchrun`` the same code runs DistributedDataParallel; rank 0 logs and writes files.
 """
@@ -50,6 +45,7 @@ from yoloattn.engine.ema import ModelEMA, unwrap
 from yoloattn.engine.optim import warmup_step
 from yoloattn.engine.runs import (
     RESULT_COLUMNS,
+    RunDir,
     increment_path,
     truncate_results,
     write_atomic,
@@ -95,12 +91,17 @@ class Trainer:
         init_distributed(self.device)
         self.main = self.rank == 0
 
+    @property
+    def run_dir(self) -> Path:
+        """The run folder (set by :meth:`setup` on rank 0, or by resume)."""
+        return self.run.root
+
     # ----------------------------------------------------------------- setup
     def _load_resume_args(self) -> None:
         run = Path(self.cfg.resume)
-        state_file = run / "weights" / "last.state.safetensors" if run.is_dir() else run
-        run_dir = state_file.parent.parent
-        args_file = run_dir / "args.yaml"
+        state_file = RunDir(run).state if run.is_dir() else run
+        run_dir = RunDir.of_state(state_file)
+        args_file = run_dir.args_yaml
         if not args_file.is_file():
             raise FileNotFoundError(f"cannot resume: {args_file} not found (is {run} a run folder?)")
         saved = yaml.safe_load(args_file.read_text())
@@ -114,10 +115,11 @@ class Trainer:
         self.cfg = TrainConfig(**{k: v for k, v in saved.items() if k in names})
         self.cfg.__dict__.update(keep)
         self.cfg.resume = str(state_file)
-        self.run_dir = run_dir
+        self.run = run_dir
         if not state_file.is_file():
             raise FileNotFoundError(
-                f"cannot resume {run_dir}: it has no checkpoint ({state_file} is missing), so it stopped "
+                f"cannot resume {run_dir.root}: it has no checkpoint ({state_file} is missing), so it "
+                "stopped "
                 "before its first epoch finished; start the training again with the same command"
             )
         self.resume_state = load_training_state(state_file)
@@ -130,7 +132,7 @@ class Trainer:
         seed_everything(cfg.seed + self.rank, cfg.deterministic)
         self.data, self.scan_nc = parts.load_data(cfg)
 
-        saved_cfg = self.run_dir / "model.yaml" if resuming else None
+        saved_cfg = self.run.model_yaml if resuming else None
         base_cfg, model_cfg, self.index_map = parts.model_configs(cfg, saved_cfg)
         self.family = model_family(model_cfg)
         parts.resolve_epochs(cfg, self.family)
@@ -187,16 +189,15 @@ class Trainer:
     def _open_run_dir(self) -> None:
         cfg = self.cfg
         if not self.resume_state:
-            self.run_dir = increment_path(Path(cfg.project) / cfg.name, cfg.exist_ok)
+            self.run = RunDir.new(cfg.project, cfg.name, cfg.exist_ok)
         else:  # rows of epochs that ran after the checkpoint (killed mid-save) are redone
-            truncate_results(self.run_dir / "results.csv", self.start_epoch)
-        self.wdir = self.run_dir / "weights"
-        self.wdir.mkdir(parents=True, exist_ok=True)
+            truncate_results(self.run.results_csv, self.start_epoch)
+        self.run.weights_dir.mkdir(parents=True, exist_ok=True)
         args = cfg.to_dict()
         args["hyp_resolved"] = self.hyp_file
         # atomic: under DDP the other ranks of a resumed run read these files while rank 0 writes
-        write_atomic(self.run_dir / "args.yaml", yaml.safe_dump(args, sort_keys=False))
-        write_atomic(self.run_dir / "model.yaml", yaml.safe_dump(self.model_cfg, sort_keys=False))
+        write_atomic(self.run.args_yaml, yaml.safe_dump(args, sort_keys=False))
+        write_atomic(self.run.model_yaml, yaml.safe_dump(self.model_cfg, sort_keys=False))
 
     def _restore(self, model: nn.Module) -> None:
         tensors, state = self.resume_state  # type: ignore[misc]
@@ -269,9 +270,9 @@ class Trainer:
             if cfg.plots and (epochs_done == cfg.epochs or stopped_early):
                 self._final_validation()
             result = TrainResult(
-                self.run_dir,
-                self.wdir / "best.safetensors",
-                self.wdir / "last.safetensors",
+                self.run.root,
+                self.run.best,
+                self.run.last,
                 epochs_done,
                 metrics,
                 self.best_fitness,
@@ -383,7 +384,7 @@ class Trainer:
             *[float(x) for x in vloss],
             *lrs[:3],
         ]
-        write_results_row(self.run_dir / "results.csv", epoch, values)
+        write_results_row(self.run.results_csv, epoch, values)
 
     def _save(self, epoch: int, best: bool, metrics: dict[str, float]) -> None:
         from yoloattn import __version__
@@ -399,7 +400,7 @@ class Trainer:
         }
         # resume state first: a kill between the two writes leaves a consistent resume file
         save_training_state(
-            self.wdir / "last.state.safetensors",
+            self.run.state,
             model=unwrap(self.model),
             ema=self.ema,
             optimizer=self.optimizer,
@@ -413,16 +414,16 @@ class Trainer:
                 "metrics": {k: float(v) for k, v in metrics.items()},
             },
         )
-        save_model(ema, self.wdir / "last.safetensors", meta=meta)
+        save_model(ema, self.run.last, meta=meta)
         if self.cfg.save_period > 0 and epoch % self.cfg.save_period == 0:  # as officially: 0, N, 2N, ...
-            save_model(ema, self.wdir / f"epoch{epoch}.safetensors", meta=meta)
+            save_model(ema, self.run.epoch_weights(epoch), meta=meta)
         if best:
-            save_model(ema, self.wdir / "best.safetensors", meta=meta)
+            save_model(ema, self.run.best, meta=meta)
 
     def _final_validation(self) -> None:
         """Validate ``best`` once more, as the official trainers do: the per-class table, and
         ``confusion_matrix.png`` plus the PR/F1/P/R curves in the run folder."""
-        best = self.wdir / "best.safetensors"
+        best = self.run.best
         if self.val_loader is None or not best.is_file():
             return
         try:
@@ -436,8 +437,8 @@ class Trainer:
             )
             if not self.cfg.quiet:
                 LOGGER.info("validating %s:\n%s", best, format_table(res))
-            res.confusion.plot(self.run_dir / "confusion_matrix.png", names)
-            res.det_metrics.plot(self.run_dir)
+            res.confusion.plot(self.run.confusion_png, names)
+            res.det_metrics.plot(self.run.plots_dir)
         except Exception as e:  # a plot must never lose a finished training
             LOGGER.warning("final validation of %s failed: %s", best, e)
 
@@ -445,7 +446,7 @@ class Trainer:
         try:
             from yoloattn.engine.plots import plot_results_csv
 
-            plot_results_csv(self.run_dir / "results.csv")
+            plot_results_csv(self.run.results_csv, self.run.results_png)
         except Exception as e:  # plots must never lose a finished training
             LOGGER.warning("could not plot results: %s", e)
 
