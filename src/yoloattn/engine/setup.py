@@ -83,12 +83,13 @@ def model_configs(
     return base_cfg, base_cfg, None
 
 
-def resolve_epochs(cfg: TrainConfig, family: str) -> None:
-    """Fill in the official default epochs (300 for YOLOv7, 100 for YOLOv5) and check them."""
+def resolve_epochs(cfg: TrainConfig, family: str) -> int:
+    """Fill in the official default epochs (300 for YOLOv7, 100 for YOLOv5), check and return them."""
     if cfg.epochs is None:
         cfg.epochs = 300 if family == "v7" else 100
     if cfg.epochs < 1:
         raise ValueError(f"--epochs must be at least 1, got {cfg.epochs}")
+    return cfg.epochs
 
 
 def build_run_model(
@@ -277,7 +278,7 @@ def build_optimization(
     cfg: TrainConfig, model: nn.Module, hyp: dict[str, Any], family: str, world: int
 ) -> Optimization:
     """Optimizer (weight decay scaled to the nominal batch), LR schedule and gradient clipping."""
-    assert cfg.epochs is not None  # resolve_epochs ran
+    assert cfg.epochs is not None, "resolve_epochs first"
     total_batch = cfg.batch * world  # --batch is per process
     accumulate = max(round(cfg.nbs / total_batch), 1)
     wd = hyp["weight_decay"] * total_batch * accumulate / cfg.nbs

@@ -17,7 +17,6 @@ import math
 import os
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -26,11 +25,12 @@ from torch import nn
 
 from yoloattn.engine import setup as parts
 from yoloattn.engine.checkpoint import (
-    load_training_state,
-    restore_optimizer,
+    Resume,
+    ResumePoint,
+    load_resume,
     restore_rng,
+    restore_training,
     save_training_state,
-    split_prefix,
 )
 from yoloattn.engine.distributed import (
     all_finite,
@@ -82,9 +82,10 @@ class Trainer:
 
     def __init__(self, cfg: TrainConfig):
         self.cfg = dataclasses.replace(cfg)  # setup() resolves defaults into it; the caller's stays as given
-        self.resume_state: tuple[dict, dict] | None = None
+        self.resume: Resume | None = None
         if cfg.resume:
-            self._load_resume_args()
+            self.resume = load_resume(self.cfg)
+            self.cfg, self.run = self.resume.cfg, self.resume.run
         self.rank = rank()
         self.world = int(os.environ.get("WORLD_SIZE", 1))
         self.device = select_device(self.cfg.device)
@@ -97,45 +98,18 @@ class Trainer:
         return self.run.root
 
     # ----------------------------------------------------------------- setup
-    def _load_resume_args(self) -> None:
-        run = Path(self.cfg.resume)
-        state_file = RunDir(run).state if run.is_dir() else run
-        run_dir = RunDir.of_state(state_file)
-        args_file = run_dir.args_yaml
-        if not args_file.is_file():
-            raise FileNotFoundError(f"cannot resume: {args_file} not found (is {run} a run folder?)")
-        saved = yaml.safe_load(args_file.read_text())
-        keep = {
-            "stop_after_epochs": self.cfg.stop_after_epochs,
-            "quiet": self.cfg.quiet,
-            "device": self.cfg.device or saved.get("device", ""),
-            "workers": self.cfg.workers,
-        }
-        names = {f.name for f in dataclasses.fields(TrainConfig)}
-        self.cfg = TrainConfig(**{k: v for k, v in saved.items() if k in names})
-        self.cfg.__dict__.update(keep)
-        self.cfg.resume = str(state_file)
-        self.run = run_dir
-        if not state_file.is_file():
-            raise FileNotFoundError(
-                f"cannot resume {run_dir.root}: it has no checkpoint ({state_file} is missing), so it "
-                "stopped "
-                "before its first epoch finished; start the training again with the same command"
-            )
-        self.resume_state = load_training_state(state_file)
-
     def setup(self) -> None:
         """Build the run's parts (see :mod:`yoloattn.engine.setup`); the order is fixed: it is
         the order in which they draw from the seeded random generators."""
         cfg = self.cfg
-        resuming = self.resume_state is not None
+        resuming = self.resume is not None
         seed_everything(cfg.seed + self.rank, cfg.deterministic)
         self.data, self.scan_nc = parts.load_data(cfg)
 
         saved_cfg = self.run.model_yaml if resuming else None
         base_cfg, model_cfg, self.index_map = parts.model_configs(cfg, saved_cfg)
         self.family = model_family(model_cfg)
-        parts.resolve_epochs(cfg, self.family)
+        self.epochs = parts.resolve_epochs(cfg, self.family)
         model = parts.build_run_model(
             cfg,
             base_cfg,
@@ -149,7 +123,7 @@ class Trainer:
         self.hyp, self.hyp_file = parts.resolve_hyp(cfg, model, self.data.nc)
         if cfg.weights and not resuming:
             self.transfer_report = parts.load_initial_weights(model, cfg.weights, self.index_map)
-        saved_rows = self.resume_state[1].get("extra", {}).get("frozen_rows") if self.resume_state else None
+        saved_rows = self.resume.extra.get("frozen_rows") if self.resume else None
         self.frozen_rows = parts.freeze_model(model, cfg.freeze, self.index_map, saved_rows)
 
         model.to(self.device)
@@ -178,9 +152,19 @@ class Trainer:
         # so with accumulation the first step of an epoch comes `accumulate` batches after the last
         self.last_opt_step = -1
         self.bad_epochs = 0  # validations without improvement (--patience)
-        self.resume_extra: dict[str, Any] = {}
-        if self.resume_state:
-            self._restore(model)
+        self.resume_point: ResumePoint | None = None
+        if self.resume:
+            self.resume_point = p = restore_training(
+                self.resume,
+                model=model,
+                ema=self.ema,
+                optimizer=self.optimizer,
+                scaler=self.scaler,
+                scheduler=self.scheduler,
+                epochs=self.epochs,
+            )
+            self.start_epoch, self.best_fitness = p.start_epoch, p.best_fitness
+            self.last_opt_step, self.bad_epochs = p.last_opt_step, p.bad_epochs
         self.model = parts.wrap_distributed(model, cfg.sync_bn, self.device)
         self.loss_fn, self.loss_needs_imgs, self.val_loss_fn = parts.build_losses(self.model, self.hyp)
         if self.main:
@@ -188,7 +172,7 @@ class Trainer:
 
     def _open_run_dir(self) -> None:
         cfg = self.cfg
-        if not self.resume_state:
+        if not self.resume:
             self.run = RunDir.new(cfg.project, cfg.name, cfg.exist_ok)
         else:  # rows of epochs that ran after the checkpoint (killed mid-save) are redone
             truncate_results(self.run.results_csv, self.start_epoch)
@@ -199,29 +183,6 @@ class Trainer:
         write_atomic(self.run.args_yaml, yaml.safe_dump(args, sort_keys=False))
         write_atomic(self.run.model_yaml, yaml.safe_dump(self.model_cfg, sort_keys=False))
 
-    def _restore(self, model: nn.Module) -> None:
-        tensors, state = self.resume_state  # type: ignore[misc]
-        model.load_state_dict(split_prefix(tensors, "model"), strict=True)
-        if self.ema is not None:
-            self.ema.ema.load_state_dict(split_prefix(tensors, "ema"), strict=True)
-            self.ema.updates = state["ema_updates"]
-        restore_optimizer(self.optimizer, tensors, state)
-        if state.get("scaler") and self.scaler.is_enabled():
-            self.scaler.load_state_dict(state["scaler"])
-        self.start_epoch = state["epoch"] + 1
-        self.best_fitness = state["best_fitness"]
-        self.resume_extra = dict(state.get("extra", {}))
-        self.last_opt_step = int(self.resume_extra.get("last_opt_step", -1))
-        self.bad_epochs = int(self.resume_extra.get("bad_epochs", 0))
-        # the in-process loop has stepped the scheduler once per finished epoch (plus the step
-        # LambdaLR takes at construction), so the next step must give lf(start_epoch + 1)
-        self.scheduler.last_epoch = self.start_epoch
-        self._rng_to_restore = (tensors, state["rng"])
-        if self.start_epoch >= self.cfg.epochs:
-            raise ValueError(
-                f"run {self.run_dir} already finished all {self.cfg.epochs} epochs; nothing to resume"
-            )
-
     # ----------------------------------------------------------------- loop
     def fit(self) -> TrainResult:
         self.setup()
@@ -229,12 +190,13 @@ class Trainer:
         nb = len(self.train_loader)
         warm = self.hyp.get("warmup_epochs", 3.0)
         nw = 0 if warm <= 0 else max(round(warm * nb), 1000 if self.family == "v7" else 100)
-        if hasattr(self, "_rng_to_restore"):
-            restore_rng(*self._rng_to_restore)
-        metrics: dict[str, float] = dict(self.resume_extra.get("metrics", {}))
+        metrics: dict[str, float] = {}
+        if self.resume_point is not None:
+            restore_rng(*self.resume_point.rng)
+            metrics = dict(self.resume_point.extra.get("metrics", {}))
         epochs_done = self.start_epoch
         stopped_early = False  # by --patience (not by stop_after_epochs, which simulates a kill)
-        for epoch in range(self.start_epoch, cfg.epochs):
+        for epoch in range(self.start_epoch, self.epochs):
             self.model.train()
             self.train_loader.set_epoch(epoch)  # shuffle order and augmentation depend on (seed, epoch)
             mloss = self._train_epoch(epoch, nb, nw)
@@ -243,7 +205,7 @@ class Trainer:
             epochs_done = epoch + 1
             stop = False
             if self.main:
-                final = epoch + 1 == cfg.epochs
+                final = epoch + 1 == self.epochs
                 periodic = not cfg.noval and (epoch + 1) % cfg.val_interval == 0
                 do_val = self.val_loader is not None and (periodic or final)
                 vloss = torch.zeros(3)
@@ -267,7 +229,7 @@ class Trainer:
         result = None
         if self.main:
             self._plot()
-            if cfg.plots and (epochs_done == cfg.epochs or stopped_early):
+            if cfg.plots and (epochs_done == self.epochs or stopped_early):
                 self._final_validation()
             result = TrainResult(
                 self.run.root,
@@ -355,6 +317,7 @@ class Trainer:
     def _validate(self) -> tuple[dict[str, float], torch.Tensor]:
         from yoloattn.engine.evaluator import evaluate
 
+        assert self.ema is not None  # rank 0 validates
         res = evaluate(
             self.ema.ema,
             self.val_loader,
@@ -390,6 +353,7 @@ class Trainer:
         from yoloattn import __version__
         from yoloattn.models.weights import save_model
 
+        assert self.ema is not None  # rank 0 saves
         ema = self.ema.ema
         meta = {
             "imgsz": self.cfg.imgsz,
