@@ -9,17 +9,16 @@ One file (:attr:`RunDir.state <yoloattn.engine.runs.RunDir.state>`) holds everyt
 * the safetensors metadata entry ``"state"``: JSON with epoch, best fitness, EMA update
   count, optimizer param-group hyperparameters, AMP scaler state and Python's RNG state.
 
-The file is written to a temporary name in the same folder and moved into place with
-``os.replace``, so a kill at any moment leaves the previous checkpoint intact.
+The file is written through :func:`yoloattn._io.atomic_paths` (a temporary name in the same
+folder, moved into place with ``os.replace``), so a kill at any moment leaves the previous
+checkpoint intact.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import random
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,14 +29,13 @@ import yaml
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from yoloattn._io import atomic_paths
 from yoloattn.engine.runs import RunDir
 from yoloattn.engine.train_config import TrainConfig
-from yoloattn.models.weights import _umask
 
 __all__ = [
     "Resume",
     "ResumePoint",
-    "atomic_save_file",
     "capture_rng",
     "load_resume",
     "load_training_state",
@@ -45,20 +43,6 @@ __all__ = [
     "restore_training",
     "save_training_state",
 ]
-
-
-def atomic_save_file(tensors: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, str]) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=metadata)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; checkpoints are ordinary files
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def capture_rng() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -124,7 +108,9 @@ def save_training_state(
         "rng": rng_meta,
         "extra": extra or {},
     }
-    atomic_save_file(tensors, path, {"format": "yoloattn-train-state-1", "state": json.dumps(state)})
+    metadata = {"format": "yoloattn-train-state-1", "state": json.dumps(state)}
+    with atomic_paths(path) as (tmp,):
+        save_file(tensors, str(tmp), metadata=metadata)
 
 
 def load_training_state(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

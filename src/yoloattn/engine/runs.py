@@ -21,12 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from yoloattn._io import write_text_atomic
+
 __all__ = [
     "RESULT_COLUMNS",
     "RunDir",
     "increment_path",
     "truncate_results",
-    "write_atomic",
     "write_results_row",
 ]
 
@@ -59,12 +60,6 @@ def increment_path(path: str | Path, exist_ok: bool = False) -> Path:
     return p
 
 
-def write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def write_results_row(path: Path, epoch: int, values: list[Any]) -> None:
     """Append one epoch's row to ``results.csv`` (a new file, with the header, at epoch 0)."""
     new = not path.exists() or epoch == 0
@@ -93,7 +88,7 @@ def truncate_results(path: Path, before_epoch: int) -> int:
             keep.append(line)
     dropped = len(lines) - len(keep)
     if dropped:
-        write_atomic(path, "".join(keep))
+        write_text_atomic(path, "".join(keep))
     return dropped
 
 

@@ -23,6 +23,7 @@ import torch
 import yaml
 from torch import nn
 
+from yoloattn._io import write_text_atomic
 from yoloattn.engine import setup as parts
 from yoloattn.engine.checkpoint import (
     Resume,
@@ -48,7 +49,6 @@ from yoloattn.engine.runs import (
     RunDir,
     increment_path,
     truncate_results,
-    write_atomic,
     write_results_row,
 )
 from yoloattn.engine.train_config import (
@@ -180,8 +180,8 @@ class Trainer:
         args = cfg.to_dict()
         args["hyp_resolved"] = self.hyp_file
         # atomic: under DDP the other ranks of a resumed run read these files while rank 0 writes
-        write_atomic(self.run.args_yaml, yaml.safe_dump(args, sort_keys=False))
-        write_atomic(self.run.model_yaml, yaml.safe_dump(self.model_cfg, sort_keys=False))
+        write_text_atomic(self.run.args_yaml, yaml.safe_dump(args, sort_keys=False))
+        write_text_atomic(self.run.model_yaml, yaml.safe_dump(self.model_cfg, sort_keys=False))
 
     # ----------------------------------------------------------------- loop
     def fit(self) -> TrainResult:
