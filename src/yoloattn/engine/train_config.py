@@ -1,8 +1,8 @@
-"""Training options and the small rules around them: ``TrainConfig``, ``--freeze`` rows, fitness.
+"""Training options and the small rules around them: ``TrainConfig``, ``--freeze`` rows, family.
 
 The official meanings (yolo-architectures spec, section 6): ``--freeze N`` freezes the first N
-rows; fitness is ``0.1 * mAP50 + 0.9 * mAP50-95``; a model whose head is ``IDetect`` follows the
-YOLOv7 recipe, any other the YOLOv5 one.
+rows; a model whose head is ``IDetect`` follows the YOLOv7 recipe, any other the YOLOv5 one.
+(Fitness, the best-epoch score, is :func:`yoloattn.engine.metrics.fitness`.)
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ __all__ = [
     "TrainConfig",
     "TrainResult",
     "TrainingDiverged",
-    "fitness",
     "freeze_rows",
     "model_family",
 ]
@@ -96,10 +95,6 @@ def _ranges(rows: list[int]) -> str:
     if rows == list(range(rows[0], rows[-1] + 1)) and len(rows) > 2:
         return f"{rows[0]}..{rows[-1]}"
     return ", ".join(map(str, rows))
-
-
-def fitness(metrics: dict[str, float]) -> float:
-    return 0.1 * metrics.get("map50", 0.0) + 0.9 * metrics.get("map", 0.0)
 
 
 def model_family(cfg: dict) -> str:

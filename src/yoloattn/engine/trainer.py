@@ -43,6 +43,7 @@ from yoloattn.engine.distributed import (
     select_device,
 )
 from yoloattn.engine.ema import ModelEMA, unwrap
+from yoloattn.engine.metrics import fitness
 from yoloattn.engine.optim import warmup_step
 from yoloattn.engine.runs import (
     RESULT_COLUMNS,
@@ -55,7 +56,6 @@ from yoloattn.engine.train_config import (
     TrainConfig,
     TrainingDiverged,
     TrainResult,
-    fitness,
     freeze_rows,
     model_family,
 )
@@ -69,7 +69,6 @@ __all__ = [
     "TrainResult",
     "Trainer",
     "TrainingDiverged",
-    "fitness",
     "freeze_rows",
     "increment_path",
     "select_device",
@@ -211,7 +210,7 @@ class Trainer:
                 vloss = torch.zeros(3)
                 if do_val:
                     metrics, vloss = self._validate()
-                fit = fitness(metrics) if do_val else -1.0
+                fit = fitness(metrics.get("map50", 0.0), metrics.get("map", 0.0)) if do_val else -1.0
                 improved = do_val and fit >= self.best_fitness  # ties count, as officially
                 if improved:
                     self.best_fitness = fit
