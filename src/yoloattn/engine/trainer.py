@@ -391,6 +391,7 @@ class Trainer:
             return
         try:
             from yoloattn.engine.evaluator import evaluate, format_table
+            from yoloattn.engine.plots import plot_confusion_matrix, plot_metric_curves
             from yoloattn.models.weights import load_model
 
             names = list(self.data.names)
@@ -400,8 +401,9 @@ class Trainer:
             )
             if not self.cfg.quiet:
                 LOGGER.info("validating %s:\n%s", best, format_table(res))
-            res.confusion.plot(self.run.confusion_png, names)
-            res.det_metrics.plot(self.run.plots_dir)
+            assert res.confusion is not None and res.det_metrics is not None  # evaluate() fills both
+            plot_confusion_matrix(res.confusion.matrix, self.run.confusion_png, names)
+            plot_metric_curves(res.det_metrics.result, self.run.plots_dir, res.det_metrics.names)
         except Exception as e:  # a plot must never lose a finished training
             LOGGER.warning("final validation of %s failed: %s", best, e)
 
