@@ -141,3 +141,93 @@ def test_errors_are_reported_without_traceback(tmp_path, capsys):
     assert "key=value" in capsys.readouterr().err
     assert main(["train", "--resume", "--project", str(tmp_path / "empty")]) == 1
     assert "no run with a checkpoint under" in capsys.readouterr().err
+
+
+def _subparsers():
+    import argparse
+
+    from yoloattn.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return sub.choices
+
+
+def test_train_options_are_generated_from_train_config():
+    from dataclasses import fields
+
+    from yoloattn.cli.train import config_from_args
+    from yoloattn.engine.train_config import API, RUN, TRAINING, TrainConfig
+
+    subs = _subparsers()
+    train, compare = subs["train"], subs["compare"]
+    flags = lambda p: sorted(o for a in p._actions for o in a.option_strings)  # noqa: E731
+    # every existing flag keeps its name
+    assert flags(train) == sorted(
+        "-h --help --model --data --attention --weights --seed --project --name --exist-ok --resume "
+        "--noplots --epochs --batch --imgsz --hyp --set --optimizer --lr-schedule --device --workers "
+        "--val-interval --noval --freeze --sync-bn --no-amp --label-smoothing --nbs --patience "
+        "--cache-dir --single-cls --multi-scale --save-period --cache --rect --quiet --noautoanchor "
+        "--clip-grad".split()
+    )
+    dests = lambda p: {a.dest for a in p._actions}  # noqa: E731
+    for f in fields(TrainConfig):
+        scope = f.metadata["scope"]
+        assert scope in (TRAINING, RUN, API) and f.metadata["help"], f.name
+        assert (f.name in dests(train)) == (scope != API), f.name
+        if scope == TRAINING:
+            assert f.name in dests(compare), f.name
+    # the parser's defaults are the dataclass's
+    assert config_from_args(train.parse_args(["--data", "d.yaml"])) == TrainConfig(data="d.yaml")
+    cfg = config_from_args(
+        train.parse_args(
+            "--data d.yaml --set lr0=0.02,mosaic=0 --set fliplr=0.25 --freeze 3 --no-amp --noautoanchor "
+            "--noplots --cache --lr-schedule cos --clip-grad 5 --imgsz 320 --resume".split()
+        )
+    )
+    assert cfg.hyp_overrides == {"lr0": 0.02, "mosaic": 0.0, "fliplr": 0.25} and cfg.freeze == [3]
+    assert (cfg.amp, cfg.autoanchor, cfg.plots) == (False, False, False)
+    assert (cfg.cache, cfg.lr_schedule, cfg.clip_grad, cfg.imgsz, cfg.resume) == (
+        "ram",
+        "cos",
+        5.0,
+        320,
+        "latest",
+    )
+    assert compare.parse_args([]).imgsz is None  # compare: 640, or the demo's 320
+
+
+def test_help_shows_defaults(capsys):
+    for cmd in ("train", "compare"):
+        with pytest.raises(SystemExit):
+            main([cmd, "--help"])
+        out = " ".join(capsys.readouterr().out.split())
+        assert "batch size per process (default: 16)" in out, cmd
+        assert "dataloader workers (default: 2)" in out and "optimizer (default: SGD)" in out
+        assert f"(default: runs/{cmd})" in out
+        assert "--no-amp disable mixed precision on CUDA --" in out  # a switch: no default shown
+
+
+def test_a_new_train_config_field_appears_in_train_and_compare(monkeypatch):
+    from dataclasses import dataclass
+
+    import yoloattn.cli.train as cli_train
+    from yoloattn.engine.train_config import RUN, TrainConfig, option
+
+    @dataclass
+    class Extended(TrainConfig):
+        warm_restarts: int = option(3, help="restart the schedule N times")
+        fancy: bool = option(True, flag="--no-fancy", help="turn fancy off")
+        tag: str = option("x", scope=RUN, help="a train-only option")
+
+    monkeypatch.setattr(cli_train, "TrainConfig", Extended)
+    subs = _subparsers()
+    for cmd in ("train", "compare"):
+        args = subs[cmd].parse_args(["--warm-restarts", "5", "--no-fancy"])
+        opts = cli_train.train_options(args)
+        assert opts["warm_restarts"] == 5 and opts["fancy"] is False, cmd
+        assert cli_train.train_options(subs[cmd].parse_args([]))["warm_restarts"] == 3
+    assert subs["train"].parse_args(["--tag", "y"]).tag == "y"
+    assert not hasattr(subs["compare"].parse_args([]), "tag")
+    cfg = cli_train.config_from_args(subs["train"].parse_args(["--data", "d.yaml", "--warm-restarts", "2"]))
+    assert isinstance(cfg, Extended) and cfg.warm_restarts == 2 and cfg.tag == "x"

@@ -17,7 +17,7 @@ from yoloattn.engine.metrics import (
     match_predictions_v7,
     smooth,
 )
-from yoloattn.engine.plots import plot_confusion_matrix, plot_results_csv
+from yoloattn.engine.plots import plot_confusion_matrix, plot_metric_curves, plot_results_csv
 
 
 def _det(*rows: list[float]) -> torch.Tensor:
@@ -240,11 +240,11 @@ def test_plots_are_written(tmp_path) -> None:
         preds[1:, :4] += 15.0  # degrade some predictions so curves are not trivial
         m.update(preds, labels)
     m.compute()
-    paths = m.plot(tmp_path / "curves")
+    paths = plot_metric_curves(m.result, tmp_path / "curves", m.names)
     assert [p.name for p in paths] == ["PR_curve.png", "F1_curve.png", "P_curve.png", "R_curve.png"]
     cm = ConfusionMatrix(nc=2)
     cm.process_batch(*_perfect_image(rng, 2))
-    paths.append(cm.plot(tmp_path / "confusion_matrix.png", names=["cat", "dog"]))
+    paths.append(plot_confusion_matrix(cm.matrix, tmp_path / "confusion_matrix.png", names=["cat", "dog"]))
     paths.append(plot_confusion_matrix(cm.matrix, tmp_path / "cm_counts.png", normalize=False))
     csv = tmp_path / "results.csv"
     csv.write_text(

@@ -9,13 +9,13 @@ import pytest
 import torch
 import torchvision
 
+from yoloattn.data.boxes import scale_boxes
 from yoloattn.engine.nms import (
     NMS_PRESETS,
     PREDICT_NMS,
     VAL_NMS,
     clip_boxes,
     non_max_suppression,
-    scale_boxes,
     xywh2xyxy,
     xyxy2xywh,
 )
@@ -197,15 +197,15 @@ def test_scale_boxes_inverts_letterbox() -> None:
     shape0 = (480, 640)  # h, w
     boxes0 = np.array([[10.0, 20.0, 300.0, 400.0], [600.0, 5.0, 640.0, 480.0]])
     lb, ratio_pad = _letterbox_forward(boxes0, shape0, (640, 640))
-    back = scale_boxes((640, 640), torch.tensor(lb), shape0, ratio_pad)
+    back = scale_boxes((640, 640), torch.tensor(lb), shape0, ratio_pad, official=True)
     torch.testing.assert_close(back, torch.tensor(boxes0, dtype=back.dtype))
     # without ratio_pad the pad is recomputed (centred, unrounded): sub-pixel agreement here
-    back2 = scale_boxes((640, 640), lb, (*shape0, 3))
+    back2 = scale_boxes((640, 640), lb, (*shape0, 3), official=True)
     np.testing.assert_allclose(back2, boxes0, atol=1e-6)
     # extra columns are carried along and the input is untouched
     full = torch.tensor(np.concatenate((lb, [[0.9, 1], [0.8, 2]]), 1))
     before = full.clone()
-    scaled = scale_boxes((640, 640), full, shape0, ratio_pad)
+    scaled = scale_boxes((640, 640), full, shape0, ratio_pad, official=True)
     torch.testing.assert_close(full, before)
     torch.testing.assert_close(scaled[:, 4:], before[:, 4:])
 

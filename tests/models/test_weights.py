@@ -143,7 +143,7 @@ def test_atomic_write_keeps_old_files(tmp_path, v5n_cbam, monkeypatch):
             raise OSError("interrupted")
         real_replace(a, b)
 
-    monkeypatch.setattr(W.os, "replace", replace_fails_first)
+    monkeypatch.setattr(os, "replace", replace_fails_first)  # the one os.replace (yoloattn._io)
     with pytest.raises(OSError, match="interrupted"):
         save_model(v5n_cbam, out, meta={"epoch": 3})
     monkeypatch.undo()

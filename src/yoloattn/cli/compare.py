@@ -15,10 +15,19 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from yoloattn.cli._options import HelpFormatter
 from yoloattn.cli.train import add_train_options, train_options
+from yoloattn.engine.train_config import TrainConfig
 
 DEMO_HYP = {"warmup_epochs": 0.0, "lr0": 0.005, "mosaic": 0.0}
-DEMO = {"model": "yolov5n", "attention": "se,cbam,bam", "seeds": 2, "epochs": 4, "imgsz": 320, "name": "demo"}
+DEMO: dict[str, Any] = {
+    "model": "yolov5n",
+    "attention": "se,cbam,bam",
+    "seeds": 2,
+    "epochs": 4,
+    "imgsz": 320,
+    "name": "demo",
+}
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
@@ -26,7 +35,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         "compare",
         help="ablation: baseline vs attention modules x seeds",
         description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     p.add_argument("--model", default=None, help="base model (default yolov5s; demo: yolov5n)")
     p.add_argument("--data", default=None, help="dataset YAML (omit with --weights for the demo)")
@@ -34,12 +43,19 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--place", default="neck", help="default placement: neck, backbone, all or rows like 6+8")
     p.add_argument("--seeds", type=int, default=None, help="seeds per variant (default 3; demo 2)")
     p.add_argument("--weights", default=None, help="base weights every variant starts from")
-    p.add_argument("--project", default="runs/compare")
-    p.add_argument("--name", default=None)
-    p.add_argument("--launcher", choices=["local", "submitit"], default="local")
-    p.add_argument("--latency-runs", type=int, default=20)
+    p.add_argument("--project", default="runs/compare", help="folder of the study folders")
+    p.add_argument(
+        "--name", default=None, help="study folder name (default exp; demo: demo); rerun to resume"
+    )
+    p.add_argument(
+        "--launcher",
+        choices=["local", "submitit"],
+        default="local",
+        help="run the variants here, or as a SLURM job array",
+    )
+    p.add_argument("--latency-runs", type=int, default=20, help="CPU latency repetitions per variant")
     add_train_options(p)
-    p.set_defaults(imgsz=None)
+    p.set_defaults(imgsz=None)  # unset: 640, or the demo's 320
     return p
 
 
@@ -60,11 +76,11 @@ def run(args: argparse.Namespace) -> int:
     train_opts = train_options(args)
     if demo:
         train_opts.update(epochs=pick(args.epochs, "epochs", 100), imgsz=pick(args.imgsz, "imgsz", 640))
-    if demo and not args.overrides:
+    if demo and not args.hyp_overrides:
         # a short fine-tune: no warmup, a smaller lr, no mosaic, one optimizer step per batch
         # (docs/demo.md)
         train_opts["hyp_overrides"] = dict(DEMO_HYP)
-        if args.nbs == 64:
+        if args.nbs == TrainConfig.nbs:
             train_opts["nbs"] = train_opts["batch"]
     if demo:
         train_opts["noval"] = True  # evaluate once, after the last epoch (compare does that anyway)

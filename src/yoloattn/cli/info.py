@@ -110,9 +110,11 @@ def run(args: argparse.Namespace) -> int:
     h, w = (args.imgsz[0], args.imgsz[0]) if len(args.imgsz) == 1 else tuple(args.imgsz)
     if args.runs < 0:
         raise ValueError(f"--runs must be >= 0, got {args.runs}")
+    from yoloattn.engine.runs import RunDir
+
     src = Path(args.model)
     weights = None
-    if src.suffix == ".safetensors" or (src.is_dir() and (src / "weights").is_dir()):
+    if src.suffix == ".safetensors" or (src.is_dir() and RunDir(src).is_run()):
         from yoloattn.engine.evaluator import resolve_weights
         from yoloattn.models.weights import load_model
 

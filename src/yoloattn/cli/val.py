@@ -64,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
 
     from yoloattn.engine.distributed import select_device
     from yoloattn.engine.evaluator import build_val_loader, evaluate, format_table, resolve_weights
+    from yoloattn.engine.plots import plot_confusion_matrix, plot_metric_curves
     from yoloattn.engine.runs import increment_path
     from yoloattn.models.weights import load_model
 
@@ -97,8 +98,9 @@ def run(args: argparse.Namespace) -> int:
         )
     )
     (out / "predictions.json").write_text(json.dumps(res.predictions))
-    res.confusion.plot(out / "confusion_matrix.png", names)
-    res.det_metrics.plot(out)
+    assert res.confusion is not None and res.det_metrics is not None  # evaluate() fills both
+    plot_confusion_matrix(res.confusion.matrix, out / "confusion_matrix.png", names)
+    plot_metric_curves(res.det_metrics.result, out, res.det_metrics.names)
     _save_samples(res, names, out)
     print(f"results saved to {out}")
     return 0

@@ -1,47 +1,48 @@
-"""Training checkpoints for exact resume, stored as safetensors (no pickle), written atomically.
+"""Training checkpoints for exact resume, stored as safetensors (no pickle), written atomically,
+and the resume itself: :func:`load_resume` reads a run's options and state, :func:`restore_training`
+puts the state back into freshly built parts.
 
-One file ``<run>/weights/last.state.safetensors`` holds everything a resume needs:
+One file (:attr:`RunDir.state <yoloattn.engine.runs.RunDir.state>`) holds everything a resume needs:
 
 * tensors: ``model.*`` (raw weights), ``ema.*`` (EMA weights), ``optim.<group>.<param>.<name>``
   (optimizer state), ``rng.torch`` / ``rng.cuda.<i>`` / ``rng.numpy`` (generator states);
 * the safetensors metadata entry ``"state"``: JSON with epoch, best fitness, EMA update
   count, optimizer param-group hyperparameters, AMP scaler state and Python's RNG state.
 
-The file is written to a temporary name in the same folder and moved into place with
-``os.replace``, so a kill at any moment leaves the previous checkpoint intact.
+The file is written through :func:`yoloattn._io.atomic_paths` (a temporary name in the same
+folder, moved into place with ``os.replace``), so a kill at any moment leaves the previous
+checkpoint intact.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import os
 import random
-import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+import yaml
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from yoloattn.models.weights import _umask
+from yoloattn._io import atomic_paths
+from yoloattn.engine.runs import RunDir
+from yoloattn.engine.train_config import TrainConfig
 
-__all__ = ["save_training_state", "load_training_state", "atomic_save_file", "capture_rng", "restore_rng"]
-
-
-def atomic_save_file(tensors: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, str]) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=metadata)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; checkpoints are ordinary files
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+__all__ = [
+    "Resume",
+    "ResumePoint",
+    "capture_rng",
+    "load_resume",
+    "load_training_state",
+    "restore_rng",
+    "restore_training",
+    "save_training_state",
+]
 
 
 def capture_rng() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -107,7 +108,9 @@ def save_training_state(
         "rng": rng_meta,
         "extra": extra or {},
     }
-    atomic_save_file(tensors, path, {"format": "yoloattn-train-state-1", "state": json.dumps(state)})
+    metadata = {"format": "yoloattn-train-state-1", "state": json.dumps(state)}
+    with atomic_paths(path) as (tmp,):
+        save_file(tensors, str(tmp), metadata=metadata)
 
 
 def load_training_state(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -140,3 +143,100 @@ def restore_optimizer(
 def split_prefix(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
     p = prefix + "."
     return {k[len(p) :]: v for k, v in tensors.items() if k.startswith(p)}
+
+
+# ------------------------------------------------------------------------------------- resume
+#: the options a resume takes from the command that resumes (everything else is the run's own)
+RESUME_OPTIONS = ("stop_after_epochs", "quiet", "device", "workers")
+
+
+@dataclass
+class Resume:
+    """A run to continue: its saved options, its folder and its training state."""
+
+    cfg: TrainConfig
+    run: RunDir
+    tensors: dict[str, torch.Tensor]
+    state: dict[str, Any]
+
+    @property
+    def extra(self) -> dict[str, Any]:
+        """What the trainer saved beside the state (frozen rows, patience counter, metrics...)."""
+        return dict(self.state.get("extra", {}))
+
+
+def load_resume(cfg: TrainConfig) -> Resume:
+    """Read the run ``cfg.resume`` names (its folder, or its state file).
+
+    The options are the run's own (``args.yaml``); of ``cfg`` only :data:`RESUME_OPTIONS` apply
+    (``device`` only when given). Raises ``FileNotFoundError`` with a clear message when the
+    folder is no run, or the run stopped before its first checkpoint.
+    """
+    target = Path(str(cfg.resume))
+    state_file = RunDir(target).state if target.is_dir() else target
+    run = RunDir.of_state(state_file)
+    if not run.args_yaml.is_file():
+        raise FileNotFoundError(f"cannot resume: {run.args_yaml} not found (is {target} a run folder?)")
+    saved = yaml.safe_load(run.args_yaml.read_text())
+    keep = {k: getattr(cfg, k) for k in RESUME_OPTIONS}
+    keep["device"] = cfg.device or saved.get("device", "")
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    new = TrainConfig(**{k: v for k, v in saved.items() if k in names})
+    new.__dict__.update(keep)
+    new.resume = str(state_file)
+    if not state_file.is_file():
+        raise FileNotFoundError(
+            f"cannot resume {run.root}: it has no checkpoint ({state_file} is missing), so it stopped "
+            "before its first epoch finished; start the training again with the same command"
+        )
+    tensors, state = load_training_state(state_file)
+    return Resume(new, run, tensors, state)
+
+
+@dataclass
+class ResumePoint:
+    """Where the loop continues after :func:`restore_training`."""
+
+    start_epoch: int
+    best_fitness: float
+    last_opt_step: int  # global iteration of the last optimizer step
+    bad_epochs: int  # validations without improvement (--patience)
+    extra: dict[str, Any]
+    rng: tuple[dict[str, torch.Tensor], dict[str, Any]]  # for restore_rng, when the loop starts
+
+
+def restore_training(
+    resume: Resume,
+    *,
+    model: nn.Module,
+    ema: Any,
+    optimizer: torch.optim.Optimizer,
+    scaler: Any,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    epochs: int,
+) -> ResumePoint:
+    """Load the saved weights, EMA, optimizer, AMP scaler and schedule position into the freshly
+    built parts. Raises ``ValueError`` when the run already finished all ``epochs``."""
+    tensors, state = resume.tensors, resume.state
+    model.load_state_dict(split_prefix(tensors, "model"), strict=True)
+    if ema is not None:
+        ema.ema.load_state_dict(split_prefix(tensors, "ema"), strict=True)
+        ema.updates = state["ema_updates"]
+    restore_optimizer(optimizer, tensors, state)
+    if state.get("scaler") and scaler.is_enabled():
+        scaler.load_state_dict(state["scaler"])
+    start_epoch = state["epoch"] + 1
+    extra = resume.extra
+    # the in-process loop has stepped the scheduler once per finished epoch (plus the step
+    # LambdaLR takes at construction), so the next step must give lf(start_epoch + 1)
+    scheduler.last_epoch = start_epoch
+    if start_epoch >= epochs:
+        raise ValueError(f"run {resume.run.root} already finished all {epochs} epochs; nothing to resume")
+    return ResumePoint(
+        start_epoch=start_epoch,
+        best_fitness=state["best_fitness"],
+        last_opt_step=int(extra.get("last_opt_step", -1)),
+        bad_epochs=int(extra.get("bad_epochs", 0)),
+        extra=extra,
+        rng=(tensors, state["rng"]),
+    )

@@ -21,9 +21,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from yoloattn.data.boxes import xywh2xyxy
+from yoloattn.data.boxes import scale_boxes, xywh2xyxy
 from yoloattn.engine.metrics import ConfusionMatrix, DetMetrics
-from yoloattn.engine.nms import VAL_NMS, non_max_suppression, scale_boxes
+from yoloattn.engine.nms import VAL_NMS, non_max_suppression
 
 LOGGER = logging.getLogger("yoloattn.val")
 
@@ -98,10 +98,10 @@ def evaluate(
             n_img += 1
             (h0, w0), ratio_pad = shapes[si][0], shapes[si][1]
             lab = tb[tb[:, 0] == si, 1:]
-            lab_xyxy = scale_boxes((h, w), xywh2xyxy(lab[:, 1:5]), (h0, w0), ratio_pad)
+            lab_xyxy = scale_boxes((h, w), xywh2xyxy(lab[:, 1:5]), (h0, w0), ratio_pad, official=True)
             labels = torch.cat((lab[:, :1], lab_xyxy), 1)
             pred = det.clone()
-            pred[:, :4] = scale_boxes((h, w), det[:, :4], (h0, w0), ratio_pad)
+            pred[:, :4] = scale_boxes((h, w), det[:, :4], (h0, w0), ratio_pad, official=True)
             dm.update(pred.cpu(), labels.cpu())
             cm.process_batch(pred.cpu(), labels.cpu())
             if len(samples) < keep_samples:
@@ -241,16 +241,16 @@ def build_val_loader(
 
 def resolve_weights(path: str | Path) -> Path:
     """A run folder (best weights, else last) or a weights file."""
+    from yoloattn.engine.runs import RunDir
+
     p = Path(path)
     if p.is_dir():
-        for cand in (
-            p / "weights" / "best.safetensors",
-            p / "weights" / "last.safetensors",
-            p / "best.safetensors",
-        ):
+        run = RunDir(p)
+        for cand in (run.best, run.last, p / run.best.name):
             if cand.is_file():
                 return cand
-        raise FileNotFoundError(f"no weights in run folder {p} (expected weights/best.safetensors)")
+        expected = run.best.relative_to(p).as_posix()
+        raise FileNotFoundError(f"no weights in run folder {p} (expected {expected})")
     if not p.is_file():
         raise FileNotFoundError(f"weights not found: {p}")
     if p.suffix in (".pt", ".pth"):

@@ -31,7 +31,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -308,11 +307,12 @@ class DetMetrics:
     """Accumulates per-image matches and computes the official YOLO validation metrics.
 
     Call :meth:`update` once per image with predictions and labels in the same pixel frame
-    (the original image, after :func:`yoloattn.engine.nms.scale_boxes`), then :meth:`compute`.
+    (the original image, after :func:`yoloattn.data.boxes.scale_boxes`), then :meth:`compute`.
 
     Args:
         nc: number of classes.
-        names: class names (default ``"0"``, ``"1"``, ...), used by :meth:`plot`.
+        names: class names (default ``"0"``, ``"1"``, ...), e.g. for
+            :func:`yoloattn.engine.plots.plot_metric_curves`.
         iouv: IoU thresholds (default :data:`IOUV`).
         style: ``"v5"`` (YOLOv5 ``val.py``) or ``"v7"`` (YOLOv7 ``test.py``: v7 matching, no F1
             smoothing, end sentinel ``last + 0.01`` unless ``v5_metric``).
@@ -438,15 +438,6 @@ class DetMetrics:
         m = self.compute() if metrics is None else metrics
         return dict(zip(self.CSV_KEYS, (m["mp"], m["mr"], m["map50"], m["map"])))
 
-    def plot(self, save_dir: str | Path) -> list[Path]:
-        """Write PR/F1/P/R curve PNGs for the last :meth:`compute` into ``save_dir``."""
-        from yoloattn.engine.plots import plot_metric_curves
-
-        if self.result is None:
-            LOGGER.warning("DetMetrics.plot: nothing to plot (call compute() first; no TP so far?)")
-            return []
-        return plot_metric_curves(self.result, save_dir, self.names)
-
 
 # --------------------------------------------------------------------------------------------
 # confusion matrix
@@ -513,9 +504,3 @@ class ConfusionMatrix:
         tp = np.diag(self.matrix)[: self.nc]
         fp = self.matrix[: self.nc].sum(1) - tp
         return tp, fp
-
-    def plot(self, path: str | Path, names: Sequence[str] | None = None, normalize: bool = True) -> Path:
-        """Save the matrix as a PNG (columns normalised to 1 when ``normalize``); returns the path."""
-        from yoloattn.engine.plots import plot_confusion_matrix
-
-        return plot_confusion_matrix(self.matrix, path, names, normalize=normalize)

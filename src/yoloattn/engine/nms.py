@@ -12,10 +12,11 @@ project spec (``yolo-architectures.md`` sections 9.1 and 9.2):
    (boxes shifted by ``class * max_wh``, then ``torchvision.ops.nms``) and the best ``max_det``
    survive.
 
-``scale_boxes`` undoes the letterbox of section 9.1 (remove the padding, divide by the resize
-gain, clip to the original image) with the official single-gain rule. It and the box-format
-helpers ``xywh2xyxy``, ``xyxy2xywh`` and ``clip_boxes`` are implemented once, in
-:mod:`yoloattn.data.boxes`, and re-exported here.
+The letterbox inverse of section 9.1 (remove the padding, divide by the resize gain, clip to
+the original image) is :func:`yoloattn.data.boxes.scale_boxes`; the engine calls it with
+``official=True`` (the official single-gain rule). The box-format helpers ``xywh2xyxy``,
+``xyxy2xywh`` and ``clip_boxes`` are implemented once, in :mod:`yoloattn.data.boxes`, and
+re-exported here.
 """
 
 from __future__ import annotations
@@ -29,15 +30,13 @@ import torch
 import torchvision
 from torchvision.ops import box_convert
 
-from yoloattn.data import boxes as _boxes
-from yoloattn.data.boxes import BoxArray, clip_boxes, xywh2xyxy, xyxy2xywh
+from yoloattn.data.boxes import clip_boxes, xywh2xyxy, xyxy2xywh
 
 __all__ = [
     "VAL_NMS",
     "PREDICT_NMS",
     "NMS_PRESETS",
     "non_max_suppression",
-    "scale_boxes",
     "clip_boxes",
     "xywh2xyxy",
     "xyxy2xywh",
@@ -184,25 +183,3 @@ def _class_aware_nms(det: torch.Tensor, iou_thres: float, agnostic: bool, max_wh
     if span >= max_wh:  # the offset trick would let boxes of neighbouring classes overlap
         return torchvision.ops.batched_nms(boxes, scores, det[:, 5].long(), iou_thres)
     return torchvision.ops.nms(boxes + det[:, 5:6] * max_wh, scores, iou_thres)
-
-
-# --------------------------------------------------------------------------------------------
-# letterbox inverse (the implementation is yoloattn.data.boxes.scale_boxes)
-# --------------------------------------------------------------------------------------------
-def scale_boxes(
-    img1_shape: int | Sequence[int],
-    boxes: BoxArray,
-    img0_shape: Sequence[int],
-    ratio_pad: Sequence[Any] | None = None,
-    clip: bool = True,
-) -> BoxArray:
-    """:func:`yoloattn.data.boxes.scale_boxes` with ``official=True`` (YOLOv5/YOLOv7 ``val.py``).
-
-    Maps ``xyxy`` boxes ``[..., 4 + k]`` from the letterboxed image ``img1_shape = (h, w)`` back
-    to ``img0_shape = (h0, w0[, c])`` and returns a copy (extra columns unchanged, clipped to the
-    original image unless ``clip=False``). ``ratio_pad = ((gain_h, gain_w), (pad_w, pad_h))`` as
-    recorded by the data loader; only ``gain_h`` is used, for both axes, as in the official code.
-    ``None`` recomputes a centred letterbox: ``gain = min(h / h0, w / w0)``,
-    ``pad = ((w - w0 * gain) / 2, (h - h0 * gain) / 2)`` (unrounded).
-    """
-    return _boxes.scale_boxes(img1_shape, boxes, img0_shape, ratio_pad, clip, official=True)

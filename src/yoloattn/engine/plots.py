@@ -1,5 +1,9 @@
 """Metric plots: PR / F1 / P / R curves, confusion matrix and the training ``results.png``.
 
+:mod:`yoloattn.engine.metrics` computes and returns data; the callers (trainer, ``yoloattn
+val``) hand it to these functions: ``plot_metric_curves(det_metrics.result, folder, names)``,
+``plot_confusion_matrix(confusion.matrix, path, names)``.
+
 Figures are drawn with matplotlib's object API (``matplotlib.figure.Figure`` rendered by the
 Agg canvas), so no GUI backend or pyplot global state is involved and the bundled DejaVu font
 is used; nothing is downloaded.
@@ -12,14 +16,12 @@ import logging
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-if TYPE_CHECKING:
-    from yoloattn.engine.metrics import APResult
+from yoloattn.engine.metrics import APResult, smooth
 
 __all__ = [
     "plot_confusion_matrix",
@@ -49,8 +51,6 @@ def _names(names: Sequence[str] | None, n: int) -> list[str]:
 
 
 def _smooth(y: np.ndarray, fraction: float = 0.05) -> np.ndarray:
-    from yoloattn.engine.metrics import smooth
-
     return smooth(y, fraction) if y.size else y
 
 
@@ -122,13 +122,18 @@ def plot_mc_curve(
 
 
 def plot_metric_curves(
-    result: APResult, save_dir: str | Path, names: Sequence[str] | None = None
+    result: APResult | None, save_dir: str | Path, names: Sequence[str] | None = None
 ) -> list[Path]:
     """Write ``PR_curve.png``, ``F1_curve.png``, ``P_curve.png`` and ``R_curve.png``.
 
-    ``names`` are the names of *all* classes (indexed by class id); only the classes present in
-    ``result.classes`` are drawn.
+    ``result`` is :attr:`DetMetrics.result <yoloattn.engine.metrics.DetMetrics.result>` (None
+    before any :meth:`~yoloattn.engine.metrics.DetMetrics.compute`, or with no TP so far: a
+    warning, nothing written). ``names`` are the names of *all* classes (indexed by class id);
+    only the classes present in ``result.classes`` are drawn.
     """
+    if result is None:
+        LOGGER.warning("plot_metric_curves: nothing to plot (call compute() first; no TP so far?)")
+        return []
     save_dir = Path(save_dir)
     all_names = _names(names, int(result.classes.max()) + 1 if result.classes.size else 0)
     if result.classes.size and len(all_names) <= int(result.classes.max()):

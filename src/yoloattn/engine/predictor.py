@@ -17,9 +17,9 @@ import torch
 from PIL import Image, ImageOps
 
 from yoloattn.data.augment import letterbox
-from yoloattn.data.boxes import xyxy2xywhn
+from yoloattn.data.boxes import scale_boxes, xyxy2xywhn
 from yoloattn.engine.draw import draw_boxes
-from yoloattn.engine.nms import PREDICT_NMS, non_max_suppression, scale_boxes
+from yoloattn.engine.nms import PREDICT_NMS, non_max_suppression
 
 LOGGER = logging.getLogger("yoloattn.predict")
 
@@ -91,7 +91,7 @@ def predict(
         x = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))).to(device).float()[None] / 255.0
         out = model(x)[0]
         det = non_max_suppression(out, conf, iou, max_det=max_det)[0]
-        det[:, :4] = scale_boxes(x.shape[2:], det[:, :4], img0.shape[:2])
+        det[:, :4] = scale_boxes(x.shape[2:], det[:, :4], img0.shape[:2], official=True)
         yield Prediction(path, det.cpu(), img0.shape[:2])
 
 

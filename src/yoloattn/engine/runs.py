@@ -1,18 +1,33 @@
-"""Run folders: names that never overwrite, atomic small files, ``results.csv``, the newest run."""
+"""Run folders: :class:`RunDir` (every path of one), names that never overwrite, ``results.csv``.
+
+A training run writes one folder, ``runs/<task>/<name>/``::
+
+    args.yaml                      every resolved option
+    model.yaml                     the resolved architecture (attention rows, evolved anchors)
+    results.csv, results.png       one row per epoch, and its plot
+    confusion_matrix.png, *_curve.png   the final validation of best
+    weights/last.safetensors + last.json, weights/best.safetensors + best.json
+    weights/epoch{N}.safetensors + epoch{N}.json   (--save-period)
+    weights/last.state.safetensors everything an exact resume needs
+
+:class:`RunDir` is the only place these names are spelled.
+"""
 
 from __future__ import annotations
 
 import csv
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from yoloattn._io import write_text_atomic
+
 __all__ = [
     "RESULT_COLUMNS",
+    "RunDir",
     "increment_path",
-    "latest_run",
     "truncate_results",
-    "write_atomic",
     "write_results_row",
 ]
 
@@ -45,12 +60,6 @@ def increment_path(path: str | Path, exist_ok: bool = False) -> Path:
     return p
 
 
-def write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def write_results_row(path: Path, epoch: int, values: list[Any]) -> None:
     """Append one epoch's row to ``results.csv`` (a new file, with the header, at epoch 0)."""
     new = not path.exists() or epoch == 0
@@ -79,17 +88,106 @@ def truncate_results(path: Path, before_epoch: int) -> int:
             keep.append(line)
     dropped = len(lines) - len(keep)
     if dropped:
-        write_atomic(path, "".join(keep))
+        write_text_atomic(path, "".join(keep))
     return dropped
 
 
-def latest_run(project: str | Path) -> Path:
-    """The run folder under ``project`` whose resume state was written last."""
-    states = sorted(Path(project).glob("*/weights/last.state.safetensors"), key=lambda f: f.stat().st_mtime)
-    if not states:
-        raise FileNotFoundError(
-            f"--resume: no run with a checkpoint under {project}/ (looked for "
-            "*/weights/last.state.safetensors); pass the run folder, e.g. --resume runs/train/exp3, "
-            "or --project where the runs are"
-        )
-    return states[-1].parent.parent
+@dataclass(frozen=True)
+class RunDir:
+    """The paths of one run folder (see the module docstring); nothing is created until asked.
+
+    >>> run = RunDir("runs/train/exp")
+    >>> run.last.as_posix(), run.state.as_posix()
+    ('runs/train/exp/weights/last.safetensors', 'runs/train/exp/weights/last.state.safetensors')
+    """
+
+    root: Path
+
+    WEIGHTS = "weights"
+    STATE = "last.state.safetensors"
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        object.__setattr__(self, "root", Path(root))
+
+    @classmethod
+    def new(cls, project: str | Path, name: str, exist_ok: bool = False) -> RunDir:
+        """``project/name``, or ``name2``, ``name3``... so an existing run is never overwritten."""
+        return cls(increment_path(Path(project) / name, exist_ok))
+
+    @classmethod
+    def of_state(cls, state: str | Path) -> RunDir:
+        """The run folder holding the training-state file ``state`` (``<run>/weights/<file>``)."""
+        return cls(Path(state).parent.parent)
+
+    @classmethod
+    def latest(cls, project: str | Path) -> RunDir:
+        """The run under ``project`` whose resume state was written last."""
+        pattern = f"*/{cls.WEIGHTS}/{cls.STATE}"
+        states = sorted(Path(project).glob(pattern), key=lambda f: f.stat().st_mtime)
+        if not states:
+            raise FileNotFoundError(
+                f"--resume: no run with a checkpoint under {project}/ (looked for {pattern}); pass "
+                "the run folder, e.g. --resume runs/train/exp3, or --project where the runs are"
+            )
+        return cls.of_state(states[-1])
+
+    # ------------------------------------------------------------------ weights
+    @property
+    def weights_dir(self) -> Path:
+        return self.root / self.WEIGHTS
+
+    @property
+    def last(self) -> Path:
+        """The final-epoch (EMA) weights; sidecar: :meth:`sidecar`."""
+        return self.weights_dir / "last.safetensors"
+
+    @property
+    def best(self) -> Path:
+        """The weights of the best epoch by fitness."""
+        return self.weights_dir / "best.safetensors"
+
+    def epoch_weights(self, epoch: int) -> Path:
+        """The weights kept at ``epoch`` by ``--save-period``."""
+        return self.weights_dir / f"epoch{epoch}.safetensors"
+
+    @staticmethod
+    def sidecar(weights: Path) -> Path:
+        """The JSON sidecar written beside a weights file (``last.safetensors`` -> ``last.json``)."""
+        from yoloattn.models.weights import sidecar_path
+
+        return sidecar_path(weights)
+
+    @property
+    def state(self) -> Path:
+        """The training state an exact resume needs (model, EMA, optimizer, RNG)."""
+        return self.weights_dir / self.STATE
+
+    # ------------------------------------------------------------------ records and plots
+    @property
+    def args_yaml(self) -> Path:
+        return self.root / "args.yaml"
+
+    @property
+    def model_yaml(self) -> Path:
+        return self.root / "model.yaml"
+
+    @property
+    def results_csv(self) -> Path:
+        return self.root / "results.csv"
+
+    @property
+    def results_png(self) -> Path:
+        return self.root / "results.png"
+
+    @property
+    def confusion_png(self) -> Path:
+        return self.root / "confusion_matrix.png"
+
+    @property
+    def plots_dir(self) -> Path:
+        """Where the PR / F1 / P / R curves go (their names are :mod:`yoloattn.engine.plots`'s)."""
+        return self.root
+
+    def is_run(self) -> bool:
+        """Whether the folder looks like a run (it has a ``weights`` folder)."""
+        return self.weights_dir.is_dir()

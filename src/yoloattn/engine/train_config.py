@@ -1,24 +1,28 @@
-"""Training options and the small rules around them: ``TrainConfig``, ``--freeze`` rows, fitness.
+"""Training options and the small rules around them: ``TrainConfig``, ``--freeze`` rows, family.
 
 The official meanings (yolo-architectures spec, section 6): ``--freeze N`` freezes the first N
-rows; fitness is ``0.1 * mAP50 + 0.9 * mAP50-95``; a model whose head is ``IDetect`` follows the
-YOLOv7 recipe, any other the YOLOv5 one.
+rows; a model whose head is ``IDetect`` follows the YOLOv7 recipe, any other the YOLOv5 one.
+(Fitness, the best-epoch score, is :func:`yoloattn.engine.metrics.fitness`.)
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "API",
+    "RUN",
+    "TRAINING",
     "TrainConfig",
     "TrainResult",
     "TrainingDiverged",
-    "fitness",
     "freeze_rows",
     "model_family",
+    "option",
 ]
 
 
@@ -26,46 +30,128 @@ class TrainingDiverged(RuntimeError):
     """Raised when the loss becomes NaN or infinite."""
 
 
+#: Where a :class:`TrainConfig` field is a command-line option (its ``scope`` metadata):
+TRAINING = "training"  #: ``yoloattn train`` and ``yoloattn compare`` (the default for new fields)
+RUN = "run"  #: ``yoloattn train`` only: what to train and where (``compare`` has its own)
+API = "api"  #: the Python API only
+
+
+def option(
+    default: Any = dataclasses.MISSING,
+    *,
+    help: str,
+    scope: str = TRAINING,
+    flag: str | None = None,
+    factory: Callable[[], Any] | None = None,
+    **cli: Any,
+) -> Any:
+    """A :class:`TrainConfig` field and its command-line option, described once.
+
+    ``help`` is the option's help text; ``flag`` its name when it is not ``--field-name``
+    (``--no-amp`` for ``amp``); ``cli`` holds further :meth:`argparse.ArgumentParser.add_argument`
+    keywords (``choices``, ``metavar``, ``nargs``, ``const``) and ``cli_default``, the parser's
+    default when it differs from the field's (the field's default applies when the option is
+    not given). The option's type and action follow from the annotation (see
+    :mod:`yoloattn.cli._options`).
+    """
+    metadata = {"help": help, "scope": scope, "flag": flag, "cli": cli}
+    if factory is not None:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
 @dataclass
 class TrainConfig:
-    model: str = "yolov5s"
-    data: str = ""
-    attention: str | None = None
-    weights: str | None = None
-    epochs: int | None = None  # None: the official CLI default, 100 for YOLOv5 and 300 for YOLOv7
-    batch: int = 16
-    imgsz: int = 640
-    hyp: str | None = None
-    hyp_overrides: dict[str, float] = field(default_factory=dict)
-    optimizer: str = "SGD"
-    lr_schedule: str | None = None  # linear (v5 default) | cos (v7 default)
-    device: str = ""
-    workers: int = 2
-    seed: int = 0
-    deterministic: bool = True
-    project: str = "runs/train"
-    name: str = "exp"
-    exist_ok: bool = False
-    resume: str | None = None
-    val_interval: int = 1
-    noval: bool = False
-    freeze: list[int] = field(default_factory=list)
-    sync_bn: bool = False
-    amp: bool = True
-    label_smoothing: float = 0.0
-    nbs: int = 64
-    patience: int = 0
-    cache_dir: str | None = None
-    single_cls: bool = False  # train as one class ("item" unless the dataset has one class)
-    multi_scale: bool = False  # every batch resized to a random 0.5x-1.5x of imgsz (stride multiple)
-    save_period: int = 0  # also keep weights/epoch{N}.safetensors every N epochs (0 = off)
-    cache: str | None = None  # "ram": keep the decoded, resized images in memory (train and val)
-    rect: bool = False
-    quiet: bool = False
-    plots: bool = True  # after training: validate best once more, per-class table + curve/confusion PNGs
-    autoanchor: bool = True  # check the anchors against the labels at start, evolve if BPR <= 0.98
-    clip_grad: float | None = None  # max gradient norm; None = recipe default (10 for v5, off for v7)
-    stop_after_epochs: int | None = None  # stop (as if killed) after this many epochs in this call
+    """Every option of one training run; ``yoloattn train`` and ``compare`` generate theirs from it."""
+
+    model: str = option(
+        "yolov5s", scope=RUN, help="shipped name (yolov5n..x, yolov7-tiny, yolov7, yolov7x) or YAML"
+    )
+    data: str = option("", scope=RUN, cli_default=None, help="dataset YAML")
+    attention: str | None = option(
+        None, scope=RUN, help="placement spec, e.g. cbam@neck or se@backbone,cbam@neck"
+    )
+    weights: str | None = option(
+        None,
+        scope=RUN,
+        help="initial weights: .safetensors of ours, or an official .pt (read safely, no code runs)",
+    )
+    epochs: int | None = option(None, help="epochs (default: 100 for YOLOv5, 300 for YOLOv7, as officially)")
+    batch: int = option(16, help="batch size per process")
+    imgsz: int = option(640, help="train/val image size (pixels)")
+    hyp: str | None = option(None, help="hyperparameter file or shipped name (default: the model's recipe)")
+    hyp_overrides: dict[str, float] = option(
+        flag="--set", factory=dict, help="override hyperparameters, e.g. --set lr0=0.02 --set mosaic=0"
+    )
+    optimizer: str = option("SGD", choices=["SGD", "AdamW", "Adam"], help="optimizer")
+    lr_schedule: str | None = option(
+        None,
+        choices=["linear", "cos"],
+        help="learning-rate schedule (default: linear for YOLOv5, cos for YOLOv7)",
+    )
+    device: str = option("", help="'' auto, cpu, 0, 0,1,...")
+    workers: int = option(2, help="dataloader workers")
+    seed: int = option(0, scope=RUN, help="random seed (initialisation, data order, augmentation)")
+    deterministic: bool = option(True, scope=API, help="deterministic algorithms")
+    project: str = option("runs/train", scope=RUN, help="folder of the run folders")
+    name: str = option("exp", scope=RUN, help="run folder name (exp2, exp3... if it exists)")
+    exist_ok: bool = option(False, scope=RUN, help="reuse the run folder if it exists")
+    resume: str | None = option(
+        None,
+        scope=RUN,
+        nargs="?",
+        const="latest",
+        metavar="RUN_DIR",
+        help="continue a run from its last checkpoint (no RUN_DIR: the newest run under --project)",
+    )
+    val_interval: int = option(1, help="validate every k epochs")
+    noval: bool = option(False, help="validate only after the final epoch")
+    freeze: list[int] = option(
+        factory=list,
+        nargs="*",
+        metavar="N",
+        help="N: freeze the first N rows of the base model (10 = the YOLOv5 backbone; attention rows "
+        "placed among them stay trainable); several numbers: those rows of the model as built",
+    )
+    sync_bn: bool = option(False, help="SyncBatchNorm under DDP")
+    amp: bool = option(True, flag="--no-amp", help="disable mixed precision on CUDA")
+    label_smoothing: float = option(0.0, help="label smoothing epsilon")
+    nbs: int = option(64, help="nominal batch size: gradients accumulate to it (weight decay scales with it)")
+    patience: int = option(0, help="stop after N validations without improvement (0 = off)")
+    cache_dir: str | None = option(None, help="where label-scan caches go if the dataset is read-only")
+    single_cls: bool = option(False, help="train as one class (every label becomes 'item')")
+    multi_scale: bool = option(
+        False, help="resize every batch to a random 0.5x-1.5x of --imgsz (a multiple of the stride)"
+    )
+    save_period: int = option(0, metavar="N", help="also keep weights/epoch{k}, k = 0, N, 2N... (0 = off)")
+    cache: str | None = option(
+        None,
+        nargs="?",
+        const="ram",
+        choices=["ram"],
+        help="keep decoded, resized images in RAM (faster epochs; checked against free memory)",
+    )
+    rect: bool = option(False, help="rectangular training batches (no mosaic, no shuffle)")
+    quiet: bool = option(False, help="no progress bars")
+    plots: bool = option(
+        True,
+        scope=RUN,
+        flag="--noplots",
+        help="skip the final validation of best (per-class table, PR/F1 curves, confusion matrix)",
+    )
+    autoanchor: bool = option(
+        True,
+        flag="--noautoanchor",
+        help="keep the model's anchors (default: check them against the labels, evolve if BPR <= 0.98)",
+    )
+    clip_grad: float | None = option(
+        None,
+        metavar="NORM",
+        help="clip the gradient norm (default: 10 for YOLOv5 as officially, off for YOLOv7; 0 = off; >= 0)",
+    )
+    stop_after_epochs: int | None = option(
+        None, scope=API, help="stop (as if killed) after this many epochs in this call"
+    )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -96,10 +182,6 @@ def _ranges(rows: list[int]) -> str:
     if rows == list(range(rows[0], rows[-1] + 1)) and len(rows) > 2:
         return f"{rows[0]}..{rows[-1]}"
     return ", ".join(map(str, rows))
-
-
-def fitness(metrics: dict[str, float]) -> float:
-    return 0.1 * metrics.get("map50", 0.0) + 0.9 * metrics.get("map", 0.0)
 
 
 def model_family(cfg: dict) -> str:

@@ -86,13 +86,14 @@ def _run_dir(cfg: CompareConfig, variant: Variant, seed: int) -> Path:
 def run_one(cfg: CompareConfig, variant: Variant, seed: int) -> dict[str, Any]:
     """Train + evaluate one variant x seed (resuming if a checkpoint exists). Returns its record."""
     from yoloattn.engine.evaluator import evaluate_run
+    from yoloattn.engine.runs import RunDir
     from yoloattn.engine.trainer import TrainConfig, train
 
     run_dir = _run_dir(cfg, variant, seed)
     done = run_dir / "done.json"
     if done.is_file():
         return json.loads(done.read_text())
-    state = run_dir / "weights" / "last.state.safetensors"
+    state = RunDir(run_dir).state
     t0 = time.time()
     (run_dir / "error.json").unlink(missing_ok=True)
     if state.is_file():
@@ -125,7 +126,7 @@ def run_one(cfg: CompareConfig, variant: Variant, seed: int) -> dict[str, Any]:
         train(TrainConfig(**opts))
     # the final (EMA) weights: choosing the best epoch on the split we report would bias the study
     ev = evaluate_run(
-        run_dir / "weights" / "last.safetensors",
+        RunDir(run_dir).last,
         data=cfg.data,
         imgsz=cfg.train.get("imgsz", 640),
         device=cfg.train.get("device", ""),

@@ -19,10 +19,8 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import platform
 import re
-import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +30,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
+
+from yoloattn._io import atomic_paths
 
 if TYPE_CHECKING:
     from yoloattn.models.detector import Model
@@ -100,22 +100,6 @@ def _tensors_for_saving(state: Mapping[str, torch.Tensor], half: bool) -> dict[s
     return out
 
 
-def _atomic_targets(paths: list[Path]) -> list[str]:
-    tmps = []
-    for p in paths:
-        p.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-        os.close(fd)
-        tmps.append(tmp)
-    return tmps
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def save_model(
     model: nn.Module, path: str | Path, *, meta: dict[str, Any] | None = None, half: bool = False
 ) -> Path:
@@ -163,19 +147,9 @@ def save_model(
     }
     text = json.dumps(sidecar, indent=2, default=_json_default)
     side = sidecar_path(path)
-    tmp_st, tmp_js = _atomic_targets([path, side])
-    try:
-        save_file(tensors, tmp_st, metadata={"format": "pt", _HEADER_KEY: text})
-        with open(tmp_js, "w", encoding="utf-8") as f:
-            f.write(text + "\n")
-        for tmp in (tmp_st, tmp_js):
-            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; these are ordinary files
-        os.replace(tmp_st, path)
-        os.replace(tmp_js, side)
-    except BaseException:
-        for t in (tmp_st, tmp_js):
-            Path(t).unlink(missing_ok=True)
-        raise
+    with atomic_paths(path, side) as (tmp_st, tmp_js):  # replaced in this order
+        save_file(tensors, str(tmp_st), metadata={"format": "pt", _HEADER_KEY: text})
+        tmp_js.write_text(text + "\n", encoding="utf-8")
     LOGGER.debug("saved %d tensors to %s (+ %s)", len(tensors), path, side.name)
     return path
 
