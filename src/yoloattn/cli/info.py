@@ -101,8 +101,8 @@ def format_table(rows: list[dict[str, Any]]) -> str:
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from yoloattn.models.config import dump_config
     from yoloattn.models.detector import build_model
-    from yoloattn.models.parse import dump_config
     from yoloattn.models.profile import profile
 
     if len(args.imgsz) not in (1, 2) or min(args.imgsz) < 1:

@@ -20,7 +20,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from yoloattn.models.parse import Row, config_name, load_config, parse_model
+from yoloattn.models.config import config_name, load_config
+from yoloattn.models.parse import Row, parse_model
 from yoloattn.nn import Conv, Detect, IDetect, RepConv
 
 __all__ = ["Model", "build_model"]

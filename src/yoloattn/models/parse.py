@@ -31,18 +31,25 @@ from __future__ import annotations
 
 import copy
 import difflib
-import importlib.resources
 import inspect
 import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import yaml
 from torch import nn
 
+from yoloattn.models.config import (
+    ConfigError,
+    check_top_level,
+    detect_index,
+    is_int,
+    load_config,
+    module_name,
+    sources,
+    where_of,
+)
 from yoloattn.nn import (
     C3,
     MP,
@@ -59,54 +66,23 @@ from yoloattn.nn import (
     IDetect,
     RepConv,
 )
-from yoloattn.nn.gate import GATE_SHAPES, ResidualGate
+from yoloattn.nn.gate import ResidualGate
 
 __all__ = [
-    "SHIPPED",
     "BLOCKS",
     "ACTIVATIONS",
-    "ConfigError",
     "ActSpec",
     "BlockEntry",
     "Row",
-    "load_config",
     "parse_activation",
     "resolve_rows",
     "parse_model",
     "make_divisible",
-    "backbone_length",
+    # owned by yoloattn.models.config; re-exported only for engine/trainer.py and
+    # cli/convert.py, which import them from here (switch those imports, then drop these)
+    "load_config",
     "detect_index",
-    "config_name",
-    "dump_config",
-    "INSERT_MODES",
 ]
-
-#: Insertion modes of attention rows: as the paper's module (``plain``), as the identity at
-#: step 0 through a zero-initialised residual gate (``identity``), or chosen from whether
-#: trained weights are transferred (``auto``; see :func:`yoloattn.models.placement.resolve_insert`).
-INSERT_MODES = ("auto", "identity", "plain")
-
-SHIPPED = (
-    "yolov5n",
-    "yolov5s",
-    "yolov5m",
-    "yolov5l",
-    "yolov5x",
-    "yolov7-tiny",
-    "yolov7",
-    "yolov7x",
-)
-
-
-class ConfigError(ValueError):
-    """A model config is invalid. ``row`` is the 0-based row index (None for top-level keys)."""
-
-    def __init__(self, reason: str, row: int | None = None, where: str = "") -> None:
-        self.row = row
-        self.reason = reason
-        prefix = "config" if row is None else f"row {row}" + (f" ({where})" if where else "")
-        super().__init__(f"{prefix}: {reason}")
-
 
 # --------------------------------------------------------------------------- activations
 
@@ -283,80 +259,6 @@ def make_divisible(x: float, divisor: int) -> int:
     return int(math.ceil(x / divisor) * divisor)
 
 
-# --------------------------------------------------------------------------- config loading
-
-
-def _plain(obj: Any) -> Any:
-    """Deep copy with tuples turned into lists (so the config stays YAML-serialisable)."""
-    if isinstance(obj, Mapping):
-        return {k: _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    return copy.deepcopy(obj)
-
-
-def _shipped_text(name: str) -> str:
-    return (importlib.resources.files("yoloattn.models") / "configs" / f"{name}.yaml").read_text(
-        encoding="utf-8"
-    )
-
-
-def load_config(cfg: str | Path | Mapping[str, Any]) -> dict[str, Any]:
-    """Return a deep-copied config dict from a shipped name, a YAML path or a dict.
-
-    Shipped names: :data:`SHIPPED` (``"yolov5s"`` and ``"yolov5s.yaml"`` both work when no
-    such file exists in the working directory). YAML is read with ``yaml.safe_load``.
-    """
-    if isinstance(cfg, Mapping):
-        out = _plain(cfg)
-    elif isinstance(cfg, (str, Path)):
-        path = Path(cfg)
-        stem = path.name[:-5] if path.name.endswith(".yaml") else path.name
-        if path.is_file():
-            text = path.read_text(encoding="utf-8")
-        elif str(cfg) in SHIPPED or (str(cfg) == path.name and stem in SHIPPED):
-            text = _shipped_text(stem)
-        else:
-            close = difflib.get_close_matches(stem, SHIPPED, n=3, cutoff=0.6)
-            hint = f" Did you mean: {', '.join(close)}?" if close else ""
-            raise ConfigError(
-                f"{str(cfg)!r} is neither a YAML file nor a shipped model.{hint} "
-                f"Shipped: {', '.join(SHIPPED)}"
-            )
-        try:
-            out = yaml.safe_load(text)
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{cfg}: invalid YAML: {e}") from None
-        if not isinstance(out, dict):
-            raise ConfigError(f"{cfg}: expected a mapping at the top level, got {type(out).__name__}")
-    else:
-        raise TypeError(f"cfg must be a model name, a YAML path or a dict, got {type(cfg).__name__}")
-    return out
-
-
-def config_name(cfg: str | Path | Mapping[str, Any]) -> str:
-    """A short display name for a config argument (``yolov5s``, a file stem, or ``model``)."""
-    if isinstance(cfg, (str, Path)):
-        n = Path(cfg).name
-        return n[:-5] if n.endswith(".yaml") else n
-    return "model"
-
-
-def backbone_length(cfg: Mapping[str, Any]) -> int:
-    """Number of backbone rows (the head's first row index)."""
-    return len(cfg.get("backbone") or [])
-
-
-def detect_index(cfg: Mapping[str, Any]) -> int:
-    """Row index of the last ``Detect``/``IDetect`` row (raises ConfigError if none)."""
-    rows = list(cfg.get("backbone") or []) + list(cfg.get("head") or [])
-    for i in range(len(rows) - 1, -1, -1):
-        r = rows[i]
-        if isinstance(r, (list, tuple)) and len(r) == 4 and r[2] in ("Detect", "IDetect"):
-            return i
-    raise ConfigError("no Detect or IDetect row")
-
-
 # --------------------------------------------------------------------------- rows
 
 
@@ -464,69 +366,20 @@ def _close_names(name: str, attention_keys: list[str]) -> list[str]:
     return [lower[h] for h in hits]
 
 
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _check_top(cfg: Mapping[str, Any]) -> None:
-    if not isinstance(cfg, Mapping):
-        raise ConfigError(f"expected a dict, got {type(cfg).__name__}")
-    for key in ("backbone", "head"):
-        if not isinstance(cfg.get(key), list):
-            raise ConfigError(f"'{key}' must be a list of [from, number, module, args] rows")
-    if not cfg["backbone"] and not cfg["head"]:
-        raise ConfigError("the config has no rows")
-    nc = cfg.get("nc")
-    if not _is_int(nc) or nc < 1:
-        raise ConfigError(f"'nc' must be a positive int, got {nc!r}")
-    for key in ("depth_multiple", "width_multiple"):
-        v = cfg.get(key, 1.0)
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0:
-            raise ConfigError(f"'{key}' must be a positive number, got {v!r}")
-    anchors = cfg.get("anchors")
-    if anchors is not None and not _is_int(anchors):
-        ok = (
-            isinstance(anchors, list)
-            and anchors
-            and all(
-                isinstance(a, list)
-                and a
-                and len(a) % 2 == 0
-                and len(a) == len(anchors[0])
-                and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in a)
-                for a in anchors
-            )
-        )
-        if not ok:
-            raise ConfigError(
-                "'anchors' must be an int (anchors per level) or a list of levels, each a list "
-                "of w,h pixel pairs of the same length, e.g. [[10,13, 16,30, 33,23], ...]"
-            )
-    ch = cfg.get("ch", 3)
-    if not _is_int(ch) or ch < 1:
-        raise ConfigError(f"'ch' must be a positive int, got {ch!r}")
-    insert = cfg.get("insert", "plain")
-    if insert not in INSERT_MODES:
-        raise ConfigError(f"'insert' must be one of {', '.join(INSERT_MODES)}, got {insert!r}")
-    gate = cfg.get("gate", "scalar")
-    if gate not in GATE_SHAPES:
-        raise ConfigError(f"'gate' must be one of {', '.join(GATE_SHAPES)}, got {gate!r}")
-
-
 def resolve_rows(cfg: Mapping[str, Any], ch: int = 3) -> list[Row]:
     """Check every row of ``cfg`` and resolve its args, channels and stride (builds nothing).
 
     ``cfg['ch']`` overrides ``ch`` when present. Raises :class:`ConfigError` on the first bad
     row with its index and the reason.
     """
-    _check_top(cfg)
+    check_top_level(cfg)
     resolve_key, get_info, att_keys = _attention_api()
     nc = int(cfg["nc"])
     gd = float(cfg.get("depth_multiple", 1.0))
     gw = float(cfg.get("width_multiple", 1.0))
     ch_mul = int(cfg.get("channel_multiple", 8))
     anchors = cfg.get("anchors")
-    na = (anchors if _is_int(anchors) else len(anchors[0]) // 2) if anchors is not None else 3
+    na = (anchors if is_int(anchors) else len(anchors[0]) // 2) if anchors is not None else 3
     no = na * (nc + 5)
     ch_in = int(cfg.get("ch", ch))
     nb = len(cfg["backbone"])
@@ -538,7 +391,7 @@ def resolve_rows(cfg: Mapping[str, Any], ch: int = 3) -> list[Row]:
     strides: list[float | None] = []
     rows: list[Row] = []
     for i, row in enumerate(raw_rows):
-        where = f"backbone[{i}]" if i < nb else f"head[{i - nb}]"
+        where = where_of(i, nb)
 
         def err(reason: str, i: int = i, where: str = where) -> ConfigError:
             return ConfigError(reason, i, where)
@@ -548,34 +401,21 @@ def resolve_rows(cfg: Mapping[str, Any], ch: int = 3) -> list[Row]:
         f, n, name, args = row
 
         # ---- from
-        f_list = [f] if _is_int(f) else f
-        if not isinstance(f_list, list) or not f_list or not all(_is_int(j) for j in f_list):
-            raise err(f"'from' must be an int or a non-empty list of ints, got {f!r}")
-        abs_from: list[int] = []
-        for j in f_list:
-            a = i - 1 if j == -1 else (i + j if j < 0 else j)
-            if i == 0 and j != -1:
-                raise err(f"row 0 can only take the input image (from -1), got from {f!r}")
-            if a >= i or (i > 0 and a < 0):
-                raise err(
-                    f"'from' index {j} refers to row {a}, but only rows 0..{i - 1} come before "
-                    f"row {i} (use -1 for the previous row, -k for k rows back)"
-                )
-            abs_from.append(a)
+        srcs = sources(row, i, where)
+        f_list = [w for w, _ in srcs]
+        abs_from = [a for _, a in srcs]
         c_ins = [ch_in if a < 0 else chs[a] for a in abs_from]
         s_ins = [1.0 if a < 0 else strides[a] for a in abs_from]
 
         # ---- number
-        if not _is_int(n) or n < 1:
+        if not is_int(n) or n < 1:
             raise err(f"'number' must be a positive int, got {n!r}")
         n = max(round(n * gd), 1) if n > 1 else n
 
         # ---- module name
         if not isinstance(name, str) or not name.strip():
             raise err(f"'module' must be a name string, got {name!r}")
-        canon = name.strip()
-        if canon.startswith("torch.nn."):
-            canon = canon[len("torch.") :]
+        canon = module_name(name)
         entry = BLOCKS.get(canon)
         att_key = None if entry is not None else resolve_key(canon)
         if entry is None and att_key is None:
@@ -670,7 +510,7 @@ def resolve_rows(cfg: Mapping[str, Any], ch: int = 3) -> list[Row]:
         c1: int | list[int] = c_ins[0]
         repeats = n
         if kind in ("channel", "csp"):
-            if not resolved or not _is_int(resolved[0]) or resolved[0] < 1:
+            if not resolved or not is_int(resolved[0]) or resolved[0] < 1:
                 raise err(f"{canon} needs the output channel count as first arg, got {args!r}")
             c2 = resolved[0]
             if c2 != no:
@@ -696,7 +536,7 @@ def resolve_rows(cfg: Mapping[str, Any], ch: int = 3) -> list[Row]:
                 raise err(f"{canon} cannot be repeated (number {row[1]})")
             if len(resolved) < 2:
                 raise err(f"{canon} args are [nc, anchors], got {args!r}")
-            if _is_int(resolved[1]):
+            if is_int(resolved[1]):
                 resolved[1] = [list(range(resolved[1] * 2))] * len(f_list)
             anc = resolved[1]
             if not isinstance(anc, list) or len(anc) != len(f_list):
@@ -704,7 +544,7 @@ def resolve_rows(cfg: Mapping[str, Any], ch: int = 3) -> list[Row]:
                     f"{canon} has {len(f_list)} inputs but "
                     f"{len(anc) if isinstance(anc, list) else anc!r} anchor levels"
                 )
-            if not _is_int(resolved[0]) or resolved[0] < 1:
+            if not is_int(resolved[0]) or resolved[0] < 1:
                 raise err(f"{canon}: nc must be a positive int, got {resolved[0]!r}")
             resolved.append(list(c_ins))
             c1 = list(c_ins)
@@ -760,22 +600,3 @@ def parse_model(cfg: Mapping[str, Any], ch: int = 3) -> tuple[nn.Sequential, lis
             if j != -1:
                 save.add(j % r.index)
     return nn.Sequential(*layers), sorted(save), rows
-
-
-def dump_config(cfg: Mapping[str, Any]) -> str:
-    """YAML text of a config, one flow-style line per anchor level and per row.
-
-    ``load_config`` of the text gives back an equal dict (``yaml.safe_dump`` scalars).
-    """
-
-    def flow(v: Any) -> str:
-        return yaml.safe_dump(v, default_flow_style=True, width=10**9).strip()
-
-    lines: list[str] = []
-    for key, value in cfg.items():
-        if key in ("anchors", "backbone", "head") and isinstance(value, list):
-            lines.append(f"{key}:")
-            lines.extend(f"  - {flow(item)}" for item in value)
-        else:
-            lines.append(yaml.safe_dump({key: value}, sort_keys=False, width=10**9).rstrip())
-    return "\n".join(lines) + "\n"

@@ -56,11 +56,21 @@ from __future__ import annotations
 import copy
 import logging
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
+
+from yoloattn.models.config import (
+    DETECT_MODULES,
+    INSERT_MODES,
+    config_rows,
+    detect_row,
+    load_config,
+    module_key,
+    sources,
+)
 
 __all__ = [
     "Placement",
@@ -69,7 +79,6 @@ __all__ = [
     "insertion_points",
     "describe",
     "row_map",
-    "DETECT_MODULES",
     "SPP_MODULES",
     "resolve_insert",
     "set_insert",
@@ -78,8 +87,6 @@ __all__ = [
 
 LOGGER = logging.getLogger(__name__)
 
-#: head modules (lowercase, without an ``nn.`` prefix) whose ``from`` list defines the neck outputs.
-DETECT_MODULES = frozenset({"detect", "idetect", "iauxdetect", "ibin", "segment"})
 #: spatial-pyramid-pooling blocks that mark the end of the backbone.
 SPP_MODULES = frozenset({"spp", "sppf", "sppcspc", "sppfcspc", "sppcspc_group", "simsppf", "sppelan"})
 PRESETS = ("backbone", "neck", "all")
@@ -251,8 +258,6 @@ def parse_attention_spec(
 
 def resolve_insert(mode: str, transferred: bool) -> str:
     """``identity`` or ``plain`` for ``mode`` (``auto`` follows whether weights are transferred)."""
-    from yoloattn.models.parse import INSERT_MODES
-
     if mode not in INSERT_MODES:
         raise ValueError(f"insertion mode must be one of {', '.join(INSERT_MODES)}, got {mode!r}")
     if mode == "auto":
@@ -281,7 +286,7 @@ def insert_mode(cfg: dict[str, Any]) -> str | None:
     modes = set()
     model_mode = "identity" if cfg.get("insert") == "identity" else "plain"
     for i in attention_rows(cfg):
-        args = _rows(cfg)[0][i][3]
+        args = config_rows(cfg)[0][i][3]
         modes.add(args.get("insert", model_mode) if isinstance(args, dict) else model_mode)
     if not modes:
         return None
@@ -292,7 +297,7 @@ def attention_rows(cfg: dict[str, Any]) -> list[int]:
     """Indices of the rows whose module is an attention registry key."""
     from yoloattn.attention import resolve_attention_key
 
-    rows, _ = _rows(cfg)
+    rows, _ = config_rows(cfg)
     return [
         i for i, r in enumerate(rows) if isinstance(r[2], str) and resolve_attention_key(r[2]) is not None
     ]
@@ -301,63 +306,16 @@ def attention_rows(cfg: dict[str, Any]) -> list[int]:
 # ----------------------------------------------------------------------------- config helpers
 
 
-def _module_name(row: Sequence[Any]) -> str:
-    m = str(row[2])
-    for prefix in ("nn.", "torch.nn."):
-        if m.startswith(prefix):
-            m = m[len(prefix) :]
-    return m.lower()
-
-
-def _rows(cfg: dict[str, Any]) -> tuple[list[list[Any]], int]:
-    for k in ("backbone", "head"):
-        if not isinstance(cfg.get(k), list):
-            raise ValueError(f"model config has no {k!r} list of rows (keys: {sorted(cfg)})")
-    rows = list(cfg["backbone"]) + list(cfg["head"])
-    for i, r in enumerate(rows):
-        if not isinstance(r, (list, tuple)) or len(r) != 4:
-            raise ValueError(f"model config row {i}: expected [from, number, module, args], got {r!r}")
-    return [list(r) for r in rows], len(cfg["backbone"])
-
-
-def _sources(row: Sequence[Any], i: int) -> list[tuple[int, int]]:
-    """``(written, absolute)`` for each entry of the row's ``from``; -1 of row 0 is the input."""
-    f = row[0]
-    fs = f if isinstance(f, list) else [f]
-    out = []
-    for v in fs:
-        if isinstance(v, bool) or not isinstance(v, int):
-            raise ValueError(f"model config row {i}: 'from' entries must be ints, got {f!r}")
-        a = i + v if v < 0 else v
-        if i == 0 and v == -1:
-            a = -1
-        elif not 0 <= a < i:
-            raise ValueError(f"model config row {i}: 'from' {v} points to row {a}, outside rows 0..{i - 1}")
-        out.append((v, a))
-    return out
-
-
-def _detect_row(rows: list[list[Any]]) -> int | None:
-    for i in range(len(rows) - 1, -1, -1):
-        if _module_name(rows[i]) in DETECT_MODULES:
-            return i
-    return None
-
-
 def _load(cfg: str | dict[str, Any]) -> dict[str, Any]:
-    if isinstance(cfg, dict):
-        return copy.deepcopy(cfg)
-    from yoloattn.models.parse import load_config
-
-    return load_config(cfg)
+    return copy.deepcopy(cfg) if isinstance(cfg, dict) else load_config(cfg)
 
 
 def _preset_points(rows: list[list[Any]], n_backbone: int, where: str) -> list[int]:
     out: list[int] = []
     if where in ("backbone", "all"):
-        spp = next((i for i, r in enumerate(rows) if _module_name(r) in SPP_MODULES), None)
+        spp = next((i for i, r in enumerate(rows) if module_key(r) in SPP_MODULES), None)
         if spp is not None:
-            srcs = _sources(rows[spp], spp)
+            srcs = sources(rows[spp], spp)
             if len(srcs) != 1 or srcs[0][1] < 0:
                 raise ValueError(
                     f"row {spp} ({rows[spp][2]}) has {rows[spp][0]!r} as input; "
@@ -369,13 +327,13 @@ def _preset_points(rows: list[list[Any]], n_backbone: int, where: str) -> list[i
         else:
             raise ValueError("model config has an empty backbone; give row indices instead")
     if where in ("neck", "all"):
-        det = _detect_row(rows)
+        det = detect_row(rows)
         if det is None:
             raise ValueError(
                 f"model config has no detection head row ({', '.join(sorted(DETECT_MODULES))}); "
                 "@neck needs one, give row indices instead"
             )
-        for _, a in _sources(rows[det], det):
+        for _, a in sources(rows[det], det):
             if a not in out:
                 out.append(a)
     return out
@@ -383,12 +341,12 @@ def _preset_points(rows: list[list[Any]], n_backbone: int, where: str) -> list[i
 
 def insertion_points(cfg: str | dict[str, Any], placement: Placement) -> list[int]:
     """Original row indices after which ``placement`` inserts a row (validated)."""
-    rows, nb = _rows(_load(cfg))
+    rows, nb = config_rows(_load(cfg))
     if placement.where != "index":
         if placement.where not in PRESETS:
             raise ValueError(f"unknown placement {placement.where!r}; use backbone, neck, all or indices")
         return _preset_points(rows, nb, placement.where)
-    det = _detect_row(rows)
+    det = detect_row(rows)
     out: list[int] = []
     for i in placement.indices:
         if not 0 <= i < len(rows):
@@ -418,7 +376,7 @@ def place_attention(
         original row index to its new index.
     """
     cfg = _load(cfg)
-    rows, nb = _rows(cfg)
+    rows, nb = config_rows(cfg)
     placements = parse_attention_spec(spec)
     after: dict[int, list[Placement]] = {}
     for p in placements:
@@ -426,7 +384,7 @@ def place_attention(
             after.setdefault(i, []).append(p)
 
     # check the whole config's references before renumbering
-    all_sources = [_sources(r, i) for i, r in enumerate(rows)]
+    all_sources = [sources(r, i) for i, r in enumerate(rows)]
 
     index_map: dict[int, int] = {}
     redirect: dict[int, int] = {}
@@ -469,9 +427,9 @@ def place_attention(
 def describe(cfg: str | dict[str, Any], spec: str | Placement | Iterable[str | Placement]) -> str:
     """Human-readable summary of what :func:`place_attention` does with ``spec``."""
     base = _load(cfg)
-    rows, _ = _rows(base)
+    rows, _ = config_rows(base)
     new_cfg, index_map = place_attention(base, spec)
-    new_rows, _ = _rows(new_cfg)
+    new_rows, _ = config_rows(new_cfg)
     inv = {v: k for k, v in index_map.items()}
     lines = [f"{len(rows)} rows -> {len(new_rows)} rows"]
     for j, row in enumerate(new_rows):
@@ -497,7 +455,7 @@ def row_map(src_cfg: str | dict[str, Any], dst_cfg: str | dict[str, Any]) -> dic
     from yoloattn.attention import resolve_attention_key
 
     def split(cfg: dict[str, Any]) -> list[tuple[int, str, list[tuple[int, str]]]]:
-        rows, _ = _rows(cfg)
+        rows, _ = config_rows(cfg)
         out: list[tuple[int, str, list[tuple[int, str]]]] = []
         for i, r in enumerate(rows):
             key = resolve_attention_key(str(r[2])) if isinstance(r[2], str) else None
@@ -506,7 +464,7 @@ def row_map(src_cfg: str | dict[str, Any], dst_cfg: str | dict[str, Any]) -> dic
             elif key is not None:
                 raise ValueError(f"row {i}: an attention row cannot be the first row")
             else:
-                out.append((i, _module_name(r), []))
+                out.append((i, module_key(r), []))
         return out
 
     a, b = split(_load(src_cfg)), split(_load(dst_cfg))
