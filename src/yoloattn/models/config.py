@@ -26,7 +26,7 @@ import difflib
 import importlib.resources
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import yaml
 
@@ -83,7 +83,7 @@ class ConfigError(ValueError):
         super().__init__(f"{prefix}: {reason}")
 
 
-def is_int(v: Any) -> bool:
+def is_int(v: Any) -> TypeGuard[int]:
     """An int that is not a bool (YAML ``true`` must not count as 1)."""
     return isinstance(v, int) and not isinstance(v, bool)
 

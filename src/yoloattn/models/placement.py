@@ -203,16 +203,11 @@ def _parse_item(item: str) -> Placement:
 
 
 def _validate(p: Placement) -> Placement:
-    from yoloattn.attention import get_attention_info
+    from yoloattn.attention.registry import check_hyper, get_attention_info
 
-    info = get_attention_info(p.key)  # KeyError with close matches when unknown
-    unknown = sorted(set(p.hyper) - set(info.defaults) - {"insert"})
-    if unknown:
-        raise ValueError(
-            f"attention {info.key!r}: unknown hyperparameter(s) {unknown}; "
-            f"accepted: {sorted(info.defaults) or 'none'}"
-        )
-    return Placement(info.key, p.where, p.indices, dict(p.hyper))
+    key = get_attention_info(p.key).key  # KeyError with close matches when unknown
+    check_hyper(key, {k: v for k, v in p.hyper.items() if k != "insert"})  # insert: the row's mode
+    return Placement(key, p.where, p.indices, dict(p.hyper))
 
 
 def parse_attention_spec(
