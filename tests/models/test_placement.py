@@ -11,14 +11,8 @@ import yaml
 
 from yoloattn.attention import create_attention, get_attention_info, list_attention
 from yoloattn.models.config import SHIPPED, load_config
-from yoloattn.models.placement import (
-    Placement,
-    describe,
-    insertion_points,
-    parse_attention_spec,
-    place_attention,
-    row_map,
-)
+from yoloattn.models.placement import describe, insertion_points, place_attention, row_map
+from yoloattn.models.spec import Placement, parse_attention_spec
 
 try:
     from yoloattn.models.detector import build_model

@@ -61,6 +61,7 @@ from yoloattn.models.config import (
     sources,
     where_of,
 )
+from yoloattn.models.placement import expand_config
 from yoloattn.nn import Conv
 from yoloattn.nn.gate import ResidualGate
 
@@ -437,11 +438,14 @@ def _unknown_module(r_name: Any, canon: str) -> str:
 def resolve_rows(cfg: Mapping[str, Any], ch: int = 3) -> list[Row]:
     """Check every row of ``cfg`` and resolve its args, channels and stride (builds nothing).
 
-    ``cfg['ch']`` overrides ``ch`` when present. Raises :class:`ConfigError` on the first bad
-    row with its index and the reason.
+    ``cfg['ch']`` overrides ``ch`` when present. A model-level ``attention:`` key is placed first
+    (:func:`~yoloattn.models.placement.expand_config`), so the rows are the built model's. Raises
+    :class:`ConfigError` on the first bad row with its index and the reason.
     """
     from yoloattn.attention import resolve_attention_key
 
+    if isinstance(cfg, Mapping) and "attention" in cfg:
+        cfg = expand_config(cfg).cfg
     check_top_level(cfg)
     m = _model_values(cfg)
     gd = float(cfg.get("depth_multiple", 1.0))
