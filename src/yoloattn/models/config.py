@@ -300,3 +300,6 @@ def check_top_level(cfg: Mapping[str, Any]) -> None:
     gate = cfg.get("gate", "scalar")
     if gate not in GATE_SHAPES:
         raise ConfigError(f"'gate' must be one of {', '.join(GATE_SHAPES)}, got {gate!r}")
+    allow = cfg.get("allow_unused_rows", False)
+    if not isinstance(allow, bool):
+        raise ConfigError(f"'allow_unused_rows' must be true or false, got {allow!r}")

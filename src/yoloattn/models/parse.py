@@ -62,6 +62,7 @@ from yoloattn.models.config import (
     where_of,
 )
 from yoloattn.models.placement import expand_config
+from yoloattn.models.wiring import check_wiring
 from yoloattn.nn import Conv
 from yoloattn.nn.gate import ResidualGate
 
@@ -440,7 +441,8 @@ def resolve_rows(cfg: Mapping[str, Any], ch: int = 3) -> list[Row]:
 
     ``cfg['ch']`` overrides ``ch`` when present. A model-level ``attention:`` key is placed first
     (:func:`~yoloattn.models.placement.expand_config`), so the rows are the built model's. Raises
-    :class:`ConfigError` on the first bad row with its index and the reason.
+    :class:`ConfigError` on the first bad row with its index and the reason, and on miswired
+    rows (:mod:`yoloattn.models.wiring`) unless the config sets ``allow_unused_rows: true``.
     """
     from yoloattn.attention import resolve_attention_key
 
@@ -479,6 +481,8 @@ def resolve_rows(cfg: Mapping[str, Any], ch: int = 3) -> list[Row]:
             s_ins=[1.0 if a < 0 else rows[a].stride for a in abs_from],
         )
         rows.append(_RESOLVERS["attention" if att_key is not None else entry.kind](r, m))  # type: ignore[union-attr]
+    if not cfg.get("allow_unused_rows", False):
+        check_wiring(rows)
     return rows
 
 
