@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from yoloattn.models import Model, build_model, load_config
 from yoloattn.models.config import ConfigError, dump_config
@@ -136,3 +137,13 @@ def test_weights_follow_the_index_map_of_the_key() -> None:
     x = torch.rand(1, 3, 64, 64)
     with torch.no_grad():
         assert torch.allclose(base.eval()(x)[0], model.eval()(x)[0], atol=1e-6)
+
+
+def test_model_yaml_stays_plain_lists() -> None:
+    """The build's config copy turns tuples into lists, so model.yaml dumps as YAML."""
+    cfg = _with_key("se@backbone")
+    cfg["anchors"] = tuple(tuple(a) for a in cfg["anchors"])
+    cfg["head"][-1] = tuple(cfg["head"][-1])
+    model = Model(cfg, device="meta")
+    assert isinstance(model.yaml["anchors"][0], list) and isinstance(model.yaml["head"][-1], list)
+    assert yaml.safe_load(dump_config(model.yaml)) == model.yaml

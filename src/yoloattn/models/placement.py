@@ -143,7 +143,7 @@ def attention_rows(cfg: Cfg) -> list[int]:
 
 
 def _load(cfg: Cfg) -> dict[str, Any]:
-    return copy.deepcopy(dict(cfg)) if isinstance(cfg, Mapping) else load_config(cfg)
+    return load_config(cfg)  # a deep copy, tuples as lists (YAML-dumpable)
 
 
 def _expanded(cfg: Cfg) -> dict[str, Any]:
