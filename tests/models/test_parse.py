@@ -12,18 +12,16 @@ from torch import nn
 
 from yoloattn.attention import registry
 from yoloattn.attention.registry import AttentionInfo
-from yoloattn.models.parse import (
+from yoloattn.models.block_table import make_divisible, parse_activation
+from yoloattn.models.config import (
     SHIPPED,
     ConfigError,
     backbone_length,
     detect_index,
     dump_config,
     load_config,
-    make_divisible,
-    parse_activation,
-    parse_model,
-    resolve_rows,
 )
+from yoloattn.models.parse import parse_model, resolve_rows
 
 ANCHORS = [[10, 13, 16, 30, 33, 23], [30, 61, 62, 45, 59, 119], [116, 90, 156, 198, 373, 326]]
 

@@ -10,15 +10,9 @@ import torch
 import yaml
 
 from yoloattn.attention import create_attention, get_attention_info, list_attention
-from yoloattn.models.parse import SHIPPED, load_config
-from yoloattn.models.placement import (
-    Placement,
-    describe,
-    insertion_points,
-    parse_attention_spec,
-    place_attention,
-    row_map,
-)
+from yoloattn.models.config import SHIPPED, load_config
+from yoloattn.models.placement import describe, insertion_points, place_attention, row_map
+from yoloattn.models.spec import Placement, parse_attention_spec
 
 try:
     from yoloattn.models.detector import build_model
@@ -123,7 +117,7 @@ def test_placement_errors():
         place_attention(no_head, "cbam@neck")
     bad = copy.deepcopy(cfg)
     bad["head"][2][0] = [-1, 30]
-    with pytest.raises(ValueError, match="row 12: 'from' 30 points to row 30"):
+    with pytest.raises(ValueError, match="row 12: 'from' index 30 refers to row 30"):
         place_attention(bad, "cbam@backbone")
 
 

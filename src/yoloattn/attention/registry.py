@@ -276,3 +276,19 @@ def list_attention() -> list[AttentionInfo]:
     """All registered modules, sorted by key."""
     _ensure_loaded()
     return [_REGISTRY[k] for k in sorted(_REGISTRY)]
+
+
+def check_hyper(name: str, hyper: dict[str, Any]) -> dict[str, Any]:
+    """``hyper`` (a new dict) once every name in it is a hyperparameter of module ``name``.
+
+    The one check of attention hyperparameter names, for YAML rows, placement specs and the
+    factory alike: ``KeyError`` (close keys named) for an unknown module, ``ValueError`` naming
+    the unknown hyperparameters and the accepted ones.
+    """
+    info = get_attention_info(name)
+    bad = sorted((k for k in hyper if not isinstance(k, str) or k not in info.defaults), key=str)
+    if bad:
+        raise ValueError(
+            f"{info.key}: unknown hyperparameter(s) {bad}; accepted: {sorted(info.defaults) or 'none'}"
+        )
+    return dict(hyper)

@@ -4,6 +4,7 @@ Examples::
 
     yoloattn info yolov5s
     yoloattn info yolov7-tiny --attention cbam@neck --imgsz 480 640 --save tiny-cbam.yaml
+    yoloattn info yolov5s --attention se@backbone --insert identity --gate channel
     yoloattn info my.yaml --nc 3 --runs 0 --format json
     yoloattn info runs/train/exp --imgsz 320      # a run folder or a .safetensors weights file
 """
@@ -33,6 +34,21 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         "(.safetensors) or run folder",
     )
     p.add_argument("--attention", default=None, help="attention placement spec, e.g. cbam@backbone")
+    p.add_argument(
+        "--insert",
+        choices=["auto", "identity", "plain"],
+        default="auto",
+        help="insertion mode of the attention rows: identity (zero-initialised residual gates) or "
+        "plain; auto (default) keeps the config's own mode, else plain (info transfers no weights)",
+    )
+    p.add_argument(
+        "--gate", choices=["scalar", "channel"], default=None, help="gate shape of identity insertion"
+    )
+    p.add_argument(
+        "--allow-unused-rows",
+        action="store_true",
+        help="skip the miswire check (rows nobody reads, misplaced Detect inputs): research configs",
+    )
     p.add_argument("--imgsz", type=int, nargs="+", default=[640], metavar="N", help="input size: N or H W")
     p.add_argument("--nc", type=int, default=None, help="number of classes (overrides the config)")
     p.add_argument("--save", type=Path, default=None, help="write the resolved config YAML here")
@@ -98,12 +114,34 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join([fmt(cols), fmt(["-" * w for w in widths]), *(fmt(c) for c in cells)])
 
 
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'s' if n != 1 else ''}"
+
+
+def format_insertion(ins: dict[str, Any]) -> str:
+    """``insertion: identity (3 gated rows)`` and the like, from the summary's insertion keys."""
+    mode, n_att, n_gated = ins["insert"], ins["attention_rows"], ins["gated_rows"]
+    if mode == "plain":
+        detail = _plural(n_att, "attention row")
+    elif mode == "identity":
+        detail = _plural(n_gated, "gated row")
+        if n_gated != n_att:
+            detail += f" of {n_att} attention rows; the others are the identity at initialisation"
+    else:
+        detail = f"{n_gated} of {n_att} attention rows gated"
+    if ins["gate"] == "channel":
+        detail += ", one gate per channel"
+    return f"insertion: {mode} ({detail})"
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from yoloattn.models.config import dump_config
     from yoloattn.models.detector import build_model
-    from yoloattn.models.parse import dump_config
+    from yoloattn.models.placement import attention_rows, insert_mode
     from yoloattn.models.profile import profile
+    from yoloattn.nn.gate import ResidualGate
 
     if len(args.imgsz) not in (1, 2) or min(args.imgsz) < 1:
         raise ValueError(f"--imgsz takes one size or H W, got {args.imgsz}")
@@ -118,15 +156,34 @@ def run(args: argparse.Namespace) -> int:
         from yoloattn.engine.evaluator import resolve_weights
         from yoloattn.models.weights import load_model
 
-        if args.attention or args.nc is not None:
+        given = [
+            flag
+            for flag, on in (
+                ("--attention", bool(args.attention)),
+                ("--nc", args.nc is not None),
+                ("--insert", args.insert != "auto"),
+                ("--gate", args.gate is not None),
+                ("--allow-unused-rows", args.allow_unused_rows),
+            )
+            if on
+        ]
+        if given:
             raise ValueError(
-                "--attention and --nc describe a config; a weights file carries its own architecture "
-                "(drop them, or pass the model name / YAML instead)"
+                f"{', '.join(given)}: --attention, --nc, --insert, --gate and --allow-unused-rows describe "
+                "a config; a weights file carries its own architecture (drop them, or pass the model "
+                "name / YAML instead)"
             )
         weights = resolve_weights(src)
         model = load_model(weights)
     else:
-        model = build_model(args.model, nc=args.nc, attention=args.attention)
+        model = build_model(
+            args.model,
+            nc=args.nc,
+            attention=args.attention,
+            insert=None if args.insert == "auto" else args.insert,
+            gate=args.gate,
+            allow_unused_rows=args.allow_unused_rows,
+        )
     det = model.detect
     anchors_px = (det.anchors.detach().float() * det.stride.view(-1, 1, 1).float()).flatten(1)
     anchors = [[round(float(v), 2) for v in lvl] for lvl in anchors_px]
@@ -145,9 +202,17 @@ def run(args: argparse.Namespace) -> int:
         args.save.parent.mkdir(parents=True, exist_ok=True)
         args.save.write_text(dump_config(model.yaml), encoding="utf-8")
 
+    gates = [m for m in model.model if isinstance(m, ResidualGate)]
+    insertion = {
+        "insert": insert_mode(model.yaml),
+        "attention_rows": len(attention_rows(model.yaml)),
+        "gated_rows": len(gates),
+        "gate": gates[0].shape if gates else None,
+    }
     summary = {
         "model": str(args.model),
         "attention": args.attention,
+        **insertion,
         "nc": model.nc,
         "fused": bool(args.fuse),
         "rows": len(model.model),
@@ -176,10 +241,13 @@ def run(args: argparse.Namespace) -> int:
         "anchors (pixels): "
         + "  ".join(f"P{int(math.log2(st))} {lvl}" for st, lvl in zip(summary["stride"], anchors))
     )
+    if insertion["insert"] is not None:
+        out.append(format_insertion(insertion))
     if latency is not None:
+        threads, runs = _plural(int(latency["threads"]), "thread"), _plural(int(latency["runs"]), "run")
         out.append(
-            f"CPU latency (batch 1, {h}x{w}, {latency['threads']} threads): "
-            f"median {latency['median_ms']:.1f} ms over {latency['runs']} runs "
+            f"CPU latency (batch 1, {h}x{w}, {threads}): "
+            f"median {latency['median_ms']:.1f} ms over {runs} "
             f"(min {latency['min_ms']:.1f}, max {latency['max_ms']:.1f}; {latency['warmup']} warm-up)"
         )
     if args.save is not None:

@@ -4,8 +4,9 @@
 path or a dict; ``profile`` reports per-row parameters, GFLOPs and output shapes.
 """
 
+from yoloattn.models.config import SHIPPED, ConfigError, load_config
 from yoloattn.models.detector import Model, build_model
-from yoloattn.models.parse import SHIPPED, ConfigError, load_config, resolve_rows
+from yoloattn.models.parse import resolve_rows
 from yoloattn.models.profile import count_flops, profile
 
 __all__ = [

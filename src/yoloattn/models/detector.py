@@ -20,7 +20,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from yoloattn.models.parse import Row, config_name, load_config, parse_model
+from yoloattn.models.config import config_name
+from yoloattn.models.parse import Row, parse_model
+from yoloattn.models.placement import Spec, expand_config
 from yoloattn.nn import Conv, Detect, IDetect, RepConv
 
 __all__ = ["Model", "build_model"]
@@ -40,8 +42,11 @@ class Model(nn.Module):
 
     Attributes:
         model: ``nn.Sequential`` of the rows; each layer has ``i``, ``f``, ``type``, ``np``.
-        yaml: the final config dict (after ``nc``/``ch`` overrides); ``Model(model.yaml)``
-            rebuilds the same architecture.
+        yaml: the final config dict (after ``nc``/``ch`` overrides, attention rows placed, no
+            ``attention:`` key); ``Model(model.yaml)`` rebuilds the same architecture.
+        index_map: original row -> row of this model when attention was placed (by
+            :func:`build_model`'s ``attention`` or the config's ``attention:`` key), else None.
+        base_yaml: the config the index map starts from (without the placed rows), or None.
         save: rows whose outputs are kept for later rows.
         rows: the resolved :class:`~yoloattn.models.parse.Row` of every layer.
         names: class names (default ``["0", "1", ...]``).
@@ -69,7 +74,8 @@ class Model(nn.Module):
     ) -> None:
         super().__init__()
         self.yaml_file = config_name(cfg)
-        cfg = load_config(cfg)
+        placed = expand_config(cfg)  # places the config's own `attention:` key, if any
+        cfg = placed.cfg
         ch = cfg.setdefault("ch", ch)
         if nc is not None and nc != cfg.get("nc"):
             LOGGER.debug("overriding nc=%s with nc=%s", cfg.get("nc"), nc)
@@ -88,7 +94,8 @@ class Model(nn.Module):
             if isinstance(names, list) and len(names) == self.nc
             else [str(i) for i in range(self.nc)]
         )
-        self.index_map: dict[int, int] | None = None
+        self.index_map: dict[int, int] | None = placed.index_map
+        self.base_yaml: dict[str, Any] | None = placed.base if placed.index_map is not None else None
 
         head = self.model[-1]
         if isinstance(head, Detect):
@@ -263,21 +270,21 @@ class Model(nn.Module):
 def build_model(
     cfg: str | Path | Mapping[str, Any],
     nc: int | None = None,
-    attention: Any = None,
+    attention: Spec | None = None,
     ch: int = 3,
     device: torch.device | str | None = None,
     insert: str | None = None,
     gate: str | None = None,
+    allow_unused_rows: bool = False,
 ) -> Model:
-    """Build a detector.
+    """Build a detector: config + attention placement (+ insertion mode, gate) -> model + index map.
 
     Args:
         cfg: a shipped name (``yolov5n/s/m/l/x``, ``yolov7-tiny``, ``yolov7``, ``yolov7x``), a
-            YAML path or a config dict.
+            YAML path or a config dict. A model-level ``attention:`` key in it is placed first.
         nc: number of classes (overrides the config).
-        attention: an attention placement spec, passed to
-            :func:`yoloattn.models.placement.place_attention`; the model's ``index_map``
-            then maps original row indices to new ones.
+        attention: an attention placement spec (``cbam@neck``, ...), placed after the config's
+            ``attention:`` key; indices in both are rows of ``cfg`` as written.
         ch: input channels.
         device: where to build; ``"meta"`` builds a parameter-shape-only model quickly.
         insert: insertion mode of the attention rows: ``identity`` (zero-initialised residual
@@ -285,16 +292,19 @@ def build_model(
             ``auto`` (``plain`` here: this function transfers no weights; the trainer resolves
             ``auto`` to ``identity`` when it does). None keeps the config's ``insert`` key.
         gate: ``scalar`` (default) or ``channel`` gates for ``identity`` insertion.
-    """
-    from yoloattn.models.placement import place_attention, set_insert
+        allow_unused_rows: skip the parser's miswire check (written into ``model.yaml`` as
+            ``allow_unused_rows: true``), for research configs.
 
-    name = config_name(cfg)
-    cfg_dict = load_config(cfg)
-    index_map = None
-    if attention is not None:
-        cfg_dict, index_map = place_attention(cfg_dict, attention)
-    set_insert(cfg_dict, insert, gate)
-    model = Model(cfg_dict, ch=ch, nc=nc, device=device)
-    model.yaml_file = name
-    model.index_map = index_map
+    Returns:
+        The model; ``model.yaml`` is the expanded config (``Model(model.yaml)`` rebuilds the
+        same network), ``model.index_map`` maps the rows of ``cfg`` as written to the model's
+        rows (None when nothing was placed) and ``model.base_yaml`` is the config they belong
+        to (build it, e.g. ``build_model(model.base_yaml, nc=nc)``, to move its weights in with
+        :func:`~yoloattn.models.weights.transfer_weights`).
+    """
+    placed = expand_config(cfg, attention, insert=insert, gate=gate, allow_unused_rows=allow_unused_rows)
+    model = Model(placed.cfg, ch=ch, nc=nc, device=device)
+    model.yaml_file = config_name(cfg)
+    model.index_map = placed.index_map
+    model.base_yaml = placed.base if placed.index_map is not None else None
     return model

@@ -2,13 +2,18 @@
 
 Implements the row rules of ``shared/spec/yolo-architectures.md`` section 2 (the YOLOv5 /
 YOLOv7 model-YAML format) without ``eval``: module names resolve through the explicit
-:data:`BLOCKS` table and the attention registry, and the few symbolic argument forms of the
-official files (``nc``, ``anchors``, ``None``, ``nn.LeakyReLU(0.1)``, ...) through small parsers.
+:data:`~yoloattn.models.block_table.BLOCKS` table and the attention registry, and the few
+symbolic argument forms of the official files (``nc``, ``anchors``, ``None``,
+``nn.LeakyReLU(0.1)``, ...) through small parsers. The config format itself (loading, rows,
+``from`` sources, top-level keys) is :mod:`yoloattn.models.config`'s.
 
 Parsing happens in two steps:
 
 1. :func:`resolve_rows` checks every row and computes its constructor arguments, channels
-   and output stride without building anything (cheap; usable by other tools).
+   and output stride without building anything (cheap; usable by other tools). The checks
+   common to all rows (shape, ``from``, ``number``, module name) come first; the rest is one
+   small resolver per block kind (attention, channel/csp, bn, concat, head, passthrough),
+   dispatched from :data:`_RESOLVERS`.
 2. :func:`parse_model` builds the layers in row order (the order fixes the RNG consumption,
    so a seeded build gives the same weights as the official code).
 
@@ -31,330 +36,45 @@ from __future__ import annotations
 
 import copy
 import difflib
-import importlib.resources
 import inspect
-import math
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import yaml
 from torch import nn
 
-from yoloattn.nn import (
-    C3,
-    MP,
-    SP,
-    SPP,
-    SPPCSPC,
-    SPPF,
-    Bottleneck,
-    Concat,
-    Conv,
-    Detect,
-    DWConv,
-    Focus,
-    IDetect,
-    RepConv,
+from yoloattn.models.block_table import (
+    BLOCKS,
+    LITERALS,
+    ActSpec,
+    BlockEntry,
+    make_divisible,
+    parse_activation,
 )
-from yoloattn.nn.gate import GATE_SHAPES, ResidualGate
+from yoloattn.models.config import (
+    ConfigError,
+    check_top_level,
+    detect_index,
+    is_int,
+    load_config,
+    module_name,
+    sources,
+    where_of,
+)
+from yoloattn.models.placement import expand_config
+from yoloattn.models.wiring import check_wiring
+from yoloattn.nn import Conv
+from yoloattn.nn.gate import ResidualGate
 
 __all__ = [
-    "SHIPPED",
-    "BLOCKS",
-    "ACTIVATIONS",
-    "ConfigError",
-    "ActSpec",
-    "BlockEntry",
     "Row",
-    "load_config",
-    "parse_activation",
     "resolve_rows",
     "parse_model",
-    "make_divisible",
-    "backbone_length",
+    # owned by yoloattn.models.config; re-exported only for engine/trainer.py and
+    # cli/convert.py, which import them from here (switch those imports, then drop these)
+    "load_config",
     "detect_index",
-    "config_name",
-    "dump_config",
-    "INSERT_MODES",
 ]
-
-#: Insertion modes of attention rows: as the paper's module (``plain``), as the identity at
-#: step 0 through a zero-initialised residual gate (``identity``), or chosen from whether
-#: trained weights are transferred (``auto``; see :func:`yoloattn.models.placement.resolve_insert`).
-INSERT_MODES = ("auto", "identity", "plain")
-
-SHIPPED = (
-    "yolov5n",
-    "yolov5s",
-    "yolov5m",
-    "yolov5l",
-    "yolov5x",
-    "yolov7-tiny",
-    "yolov7",
-    "yolov7x",
-)
-
-
-class ConfigError(ValueError):
-    """A model config is invalid. ``row`` is the 0-based row index (None for top-level keys)."""
-
-    def __init__(self, reason: str, row: int | None = None, where: str = "") -> None:
-        self.row = row
-        self.reason = reason
-        prefix = "config" if row is None else f"row {row}" + (f" ({where})" if where else "")
-        super().__init__(f"{prefix}: {reason}")
-
-
-# --------------------------------------------------------------------------- activations
-
-#: Activations that may appear in args or in the top-level ``activation:`` key (parameter-free).
-ACTIVATIONS: dict[str, type[nn.Module]] = {
-    "SiLU": nn.SiLU,
-    "ReLU": nn.ReLU,
-    "ReLU6": nn.ReLU6,
-    "LeakyReLU": nn.LeakyReLU,
-    "Hardswish": nn.Hardswish,
-    "Hardsigmoid": nn.Hardsigmoid,
-    "Mish": nn.Mish,
-    "GELU": nn.GELU,
-    "ELU": nn.ELU,
-    "Sigmoid": nn.Sigmoid,
-    "Tanh": nn.Tanh,
-    "Identity": nn.Identity,
-}
-
-_ACT_RE = re.compile(r"^\s*(?:torch\.)?nn\.([A-Za-z_][A-Za-z0-9_]*)\s*\((.*)\)\s*$")
-_KW_RE = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.+)$")
-_LITERALS: dict[str, Any] = {"True": True, "False": False, "None": None}
-
-
-def _literal(text: str) -> Any:
-    """A number or True/False/None (the only literals allowed inside ``nn.X(...)``)."""
-    t = text.strip()
-    if t in _LITERALS:
-        return _LITERALS[t]
-    try:
-        return int(t)
-    except ValueError:
-        pass
-    try:
-        return float(t)
-    except ValueError:
-        raise ValueError(f"argument {t!r} is not a number, True, False or None") from None
-
-
-@dataclass(frozen=True)
-class ActSpec:
-    """A parsed activation such as ``nn.LeakyReLU(0.1)``; :meth:`build` makes a fresh module."""
-
-    name: str
-    args: tuple[Any, ...] = ()
-    kwargs: tuple[tuple[str, Any], ...] = ()
-
-    def build(self) -> nn.Module:
-        return ACTIVATIONS[self.name](*self.args, **dict(self.kwargs))
-
-    def __str__(self) -> str:
-        parts = [repr(a) for a in self.args] + [f"{k}={v!r}" for k, v in self.kwargs]
-        return f"nn.{self.name}({', '.join(parts)})"
-
-
-def parse_activation(text: str) -> ActSpec | None:
-    """Parse ``nn.Name(args)`` into an :class:`ActSpec`; None if ``text`` has another form.
-
-    Raises ValueError for an ``nn.X(...)`` whose name is not in :data:`ACTIVATIONS` or whose
-    arguments are not literals or do not fit the class.
-    """
-    m = _ACT_RE.match(text)
-    if m is None:
-        return None
-    name, inner = m.group(1), m.group(2).strip()
-    if name not in ACTIVATIONS:
-        close = difflib.get_close_matches(name, list(ACTIVATIONS), n=3)
-        hint = f" Did you mean: {', '.join('nn.' + c for c in close)}?" if close else ""
-        raise ValueError(
-            f"unsupported activation 'nn.{name}(...)'.{hint} "
-            f"Allowed: {', '.join('nn.' + k for k in ACTIVATIONS)}"
-        )
-    args: list[Any] = []
-    kwargs: list[tuple[str, Any]] = []
-    if inner:
-        for part in inner.split(","):
-            kw = _KW_RE.match(part.strip())
-            if kw:
-                kwargs.append((kw.group(1), _literal(kw.group(2))))
-            elif kwargs:
-                raise ValueError(f"positional argument after keyword in {text!r}")
-            else:
-                args.append(_literal(part))
-    spec = ActSpec(name, tuple(args), tuple(kwargs))
-    try:
-        inspect.signature(ACTIVATIONS[name]).bind(*spec.args, **dict(spec.kwargs))
-    except TypeError as e:
-        raise ValueError(f"bad arguments in {text!r}: {e}") from None
-    return spec
-
-
-# --------------------------------------------------------------------------- block table
-
-
-def _arg(i: int, default: Any) -> Callable[[list[Any]], Any]:
-    return lambda a: a[i] if len(a) > i and a[i] is not None else default
-
-
-def _first(v: Any) -> Any:
-    return v[0] if isinstance(v, (list, tuple)) else v
-
-
-def _stride_conv(a: list[Any]) -> float:
-    return float(_first(_arg(3, 1)(a)))
-
-
-def _stride_focus(a: list[Any]) -> float:
-    return 2.0 * float(_first(_arg(3, 1)(a)))
-
-
-def _stride_mp(a: list[Any]) -> float:
-    return float(_first(_arg(0, 2)(a)))
-
-
-def _stride_sp(a: list[Any]) -> float:
-    return float(_first(_arg(1, 1)(a)))
-
-
-def _stride_maxpool(a: list[Any]) -> float:
-    return float(_first(_arg(1, _arg(0, 1)(a))(a)))
-
-
-def _stride_upsample(a: list[Any]) -> float | None:
-    sf = _arg(1, None)(a)
-    if sf is None:
-        return None  # size-based upsampling: stride unknown until run
-    return 1.0 / float(_first(sf))
-
-
-def _stride_one(a: list[Any]) -> float:
-    return 1.0
-
-
-@dataclass(frozen=True)
-class BlockEntry:
-    """How the parser treats one module name.
-
-    kind: ``channel`` (``c1`` injected, ``c2 = args[0]`` width-scaled), ``csp`` (as channel and
-    the repeat count inserted as ``args[2]``), ``bn`` (``args = [c1]``), ``concat``, ``head``
-    (input channels appended) or ``passthrough`` (args unchanged, ``c2 = c1``).
-    stride: output stride factor from the resolved args (None when unknown).
-    """
-
-    cls: type[nn.Module]
-    kind: str
-    stride: Callable[[list[Any]], float | None] = _stride_one
-
-
-BLOCKS: dict[str, BlockEntry] = {
-    "Conv": BlockEntry(Conv, "channel", _stride_conv),
-    "DWConv": BlockEntry(DWConv, "channel", _stride_conv),
-    "RepConv": BlockEntry(RepConv, "channel", _stride_conv),
-    "Focus": BlockEntry(Focus, "channel", _stride_focus),
-    "Bottleneck": BlockEntry(Bottleneck, "channel"),
-    "SPP": BlockEntry(SPP, "channel"),
-    "SPPF": BlockEntry(SPPF, "channel"),
-    "C3": BlockEntry(C3, "csp"),
-    "SPPCSPC": BlockEntry(SPPCSPC, "csp"),
-    "nn.Conv2d": BlockEntry(nn.Conv2d, "channel", _stride_conv),
-    "nn.BatchNorm2d": BlockEntry(nn.BatchNorm2d, "bn"),
-    "Concat": BlockEntry(Concat, "concat"),
-    "Detect": BlockEntry(Detect, "head"),
-    "IDetect": BlockEntry(IDetect, "head"),
-    "MP": BlockEntry(MP, "passthrough", _stride_mp),
-    "SP": BlockEntry(SP, "passthrough", _stride_sp),
-    "nn.Upsample": BlockEntry(nn.Upsample, "passthrough", _stride_upsample),
-    "nn.MaxPool2d": BlockEntry(nn.MaxPool2d, "passthrough", _stride_maxpool),
-    "nn.Identity": BlockEntry(nn.Identity, "passthrough"),
-}
-
-
-def make_divisible(x: float, divisor: int) -> int:
-    """Smallest multiple of ``divisor`` that is >= ``x``."""
-    return int(math.ceil(x / divisor) * divisor)
-
-
-# --------------------------------------------------------------------------- config loading
-
-
-def _plain(obj: Any) -> Any:
-    """Deep copy with tuples turned into lists (so the config stays YAML-serialisable)."""
-    if isinstance(obj, Mapping):
-        return {k: _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    return copy.deepcopy(obj)
-
-
-def _shipped_text(name: str) -> str:
-    return (importlib.resources.files("yoloattn.models") / "configs" / f"{name}.yaml").read_text(
-        encoding="utf-8"
-    )
-
-
-def load_config(cfg: str | Path | Mapping[str, Any]) -> dict[str, Any]:
-    """Return a deep-copied config dict from a shipped name, a YAML path or a dict.
-
-    Shipped names: :data:`SHIPPED` (``"yolov5s"`` and ``"yolov5s.yaml"`` both work when no
-    such file exists in the working directory). YAML is read with ``yaml.safe_load``.
-    """
-    if isinstance(cfg, Mapping):
-        out = _plain(cfg)
-    elif isinstance(cfg, (str, Path)):
-        path = Path(cfg)
-        stem = path.name[:-5] if path.name.endswith(".yaml") else path.name
-        if path.is_file():
-            text = path.read_text(encoding="utf-8")
-        elif str(cfg) in SHIPPED or (str(cfg) == path.name and stem in SHIPPED):
-            text = _shipped_text(stem)
-        else:
-            close = difflib.get_close_matches(stem, SHIPPED, n=3, cutoff=0.6)
-            hint = f" Did you mean: {', '.join(close)}?" if close else ""
-            raise ConfigError(
-                f"{str(cfg)!r} is neither a YAML file nor a shipped model.{hint} "
-                f"Shipped: {', '.join(SHIPPED)}"
-            )
-        try:
-            out = yaml.safe_load(text)
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{cfg}: invalid YAML: {e}") from None
-        if not isinstance(out, dict):
-            raise ConfigError(f"{cfg}: expected a mapping at the top level, got {type(out).__name__}")
-    else:
-        raise TypeError(f"cfg must be a model name, a YAML path or a dict, got {type(cfg).__name__}")
-    return out
-
-
-def config_name(cfg: str | Path | Mapping[str, Any]) -> str:
-    """A short display name for a config argument (``yolov5s``, a file stem, or ``model``)."""
-    if isinstance(cfg, (str, Path)):
-        n = Path(cfg).name
-        return n[:-5] if n.endswith(".yaml") else n
-    return "model"
-
-
-def backbone_length(cfg: Mapping[str, Any]) -> int:
-    """Number of backbone rows (the head's first row index)."""
-    return len(cfg.get("backbone") or [])
-
-
-def detect_index(cfg: Mapping[str, Any]) -> int:
-    """Row index of the last ``Detect``/``IDetect`` row (raises ConfigError if none)."""
-    rows = list(cfg.get("backbone") or []) + list(cfg.get("head") or [])
-    for i in range(len(rows) - 1, -1, -1):
-        r = rows[i]
-        if isinstance(r, (list, tuple)) and len(r) == 4 and r[2] in ("Detect", "IDetect"):
-            return i
-    raise ConfigError("no Detect or IDetect row")
 
 
 # --------------------------------------------------------------------------- rows
@@ -430,9 +150,12 @@ class Row:
         if self.gate is not None:
             assert isinstance(self.c1, int)
             m = ResidualGate(m, self.c1, self.gate)
-        m.i, m.f, m.type = self.index, self.from_, self.name
-        m.np = sum(p.numel() for p in m.parameters())
-        m.args = self.display_args()
+        # routing and display attributes, as the official layers carry them (``type`` shadows
+        # nn.Module.type, as officially)
+        attrs = {"i": self.index, "f": self.from_, "type": self.name, "args": self.display_args()}
+        attrs["np"] = sum(p.numel() for p in m.parameters())
+        for k, v in attrs.items():
+            setattr(m, k, v)
         return m
 
     def _build_one(self, activation: ActSpec | None) -> nn.Module:
@@ -451,286 +174,315 @@ class Row:
         return m
 
 
-def _attention_api() -> tuple[Callable[[str], str | None], Callable[[str], Any], list[str]]:
-    from yoloattn.attention import get_attention_info, list_attention, resolve_attention_key
-
-    return resolve_attention_key, get_attention_info, [i.key for i in list_attention()]
+# --------------------------------------------------------------------------- resolution
 
 
-def _close_names(name: str, attention_keys: list[str]) -> list[str]:
-    candidates = list(BLOCKS) + attention_keys
-    lower = {c.lower(): c for c in candidates}
-    hits = difflib.get_close_matches(name.lower(), list(lower), n=5, cutoff=0.6)
-    return [lower[h] for h in hits]
+@dataclass(frozen=True)
+class _Model:
+    """The model-level values the resolvers need."""
+
+    nc: int
+    gw: float
+    ch_mul: int
+    anchors: Any
+    no: int  # outputs per anchor position of the head: na * (nc + 5)
+    insert: str
+    gate: str
 
 
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
+@dataclass
+class _Input:
+    """One row after the checks common to every kind (shape, from, number, module name)."""
+
+    index: int
+    where: str
+    row: list[Any]  # as written
+    name: str  # as written
+    canon: str  # BLOCKS key, or the attention registry key
+    number: int  # depth-scaled
+    abs_from: list[int]  # absolute source rows (-1: the network input)
+    c_ins: list[int]
+    s_ins: list[float | None]
+
+    @property
+    def from_(self) -> Any:
+        return self.row[0]
+
+    @property
+    def multi(self) -> bool:
+        return isinstance(self.row[0], list)
+
+    @property
+    def args(self) -> Any:
+        return self.row[3]
+
+    def err(self, reason: str) -> ConfigError:
+        return ConfigError(reason, self.index, self.where)
 
 
-def _check_top(cfg: Mapping[str, Any]) -> None:
-    if not isinstance(cfg, Mapping):
-        raise ConfigError(f"expected a dict, got {type(cfg).__name__}")
-    for key in ("backbone", "head"):
-        if not isinstance(cfg.get(key), list):
-            raise ConfigError(f"'{key}' must be a list of [from, number, module, args] rows")
-    if not cfg["backbone"] and not cfg["head"]:
-        raise ConfigError("the config has no rows")
-    nc = cfg.get("nc")
-    if not _is_int(nc) or nc < 1:
-        raise ConfigError(f"'nc' must be a positive int, got {nc!r}")
-    for key in ("depth_multiple", "width_multiple"):
-        v = cfg.get(key, 1.0)
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0:
-            raise ConfigError(f"'{key}' must be a positive number, got {v!r}")
-    anchors = cfg.get("anchors")
-    if anchors is not None and not _is_int(anchors):
-        ok = (
-            isinstance(anchors, list)
-            and anchors
-            and all(
-                isinstance(a, list)
-                and a
-                and len(a) % 2 == 0
-                and len(a) == len(anchors[0])
-                and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in a)
-                for a in anchors
-            )
+def _attention_row(r: _Input, m: _Model) -> Row:
+    from yoloattn.attention.registry import check_hyper, get_attention_info
+
+    info = get_attention_info(r.canon)
+    f, name, args = r.from_, r.name, r.args
+    if r.multi and len(r.abs_from) != 1:
+        raise r.err(f"attention module {name!r} takes one input, got from {f!r}")
+    if isinstance(args, list) and args:
+        raise r.err(
+            f"attention rows take no channel count: the channels are the input's "
+            f"({r.c_ins[0]}). Write [{f}, {r.row[1]}, {name}, []] or give hyperparameters as a "
+            f"dict, e.g. [{f}, {r.row[1]}, {name}, {{reduction: 8}}]; got args {args!r}"
         )
-        if not ok:
-            raise ConfigError(
-                "'anchors' must be an int (anchors per level) or a list of levels, each a list "
-                "of w,h pixel pairs of the same length, e.g. [[10,13, 16,30, 33,23], ...]"
-            )
-    ch = cfg.get("ch", 3)
-    if not _is_int(ch) or ch < 1:
-        raise ConfigError(f"'ch' must be a positive int, got {ch!r}")
-    insert = cfg.get("insert", "plain")
-    if insert not in INSERT_MODES:
-        raise ConfigError(f"'insert' must be one of {', '.join(INSERT_MODES)}, got {insert!r}")
-    gate = cfg.get("gate", "scalar")
-    if gate not in GATE_SHAPES:
-        raise ConfigError(f"'gate' must be one of {', '.join(GATE_SHAPES)}, got {gate!r}")
+    if args is None or args == []:
+        hyper: dict[str, Any] = {}
+    elif isinstance(args, Mapping):
+        hyper = dict(args)
+    else:
+        raise r.err(f"attention args must be [] or a dict of hyperparameters, got {args!r}")
+    row_insert = hyper.pop("insert", m.insert)  # the row's insertion mode, not a hyperparameter
+    if row_insert not in ("identity", "plain"):
+        raise r.err(f"{info.key}: 'insert' must be identity or plain, got {row_insert!r}")
+    try:
+        hyper = check_hyper(info.key, hyper)
+    except ValueError as e:
+        raise r.err(str(e)) from None
+    gated = row_insert == "identity" and not getattr(info, "identity_at_init", False)
+    c = r.c_ins[0]
+    return Row(
+        r.index,
+        f,
+        r.number,
+        info.key,
+        "attention",
+        [],
+        hyper,
+        c,
+        c,
+        r.s_ins[0],
+        list(r.row),
+        r.where,
+        insert=row_insert,
+        gate=m.gate if gated else None,
+    )
+
+
+def _block_args(r: _Input, m: _Model) -> list[Any]:
+    """The row's args with the symbolic values resolved (``nc``, ``anchors``, literals,
+    ``nn.X(...)`` activations)."""
+    if not isinstance(r.args, list):
+        raise r.err(f"args of {r.canon} must be a list, got {r.args!r}")
+    out: list[Any] = []
+    for a in r.args:
+        if isinstance(a, str):
+            if a == "nc":
+                a = m.nc
+            elif a == "anchors":
+                if m.anchors is None:
+                    raise r.err("args use 'anchors' but the config has no 'anchors' key")
+                a = copy.deepcopy(m.anchors)
+            elif a in LITERALS:
+                a = LITERALS[a]
+            else:
+                try:
+                    act = parse_activation(a)
+                except ValueError as e:
+                    raise r.err(str(e)) from None
+                a = act if act is not None else a
+        elif isinstance(a, Mapping):
+            raise r.err(f"{r.canon} takes positional args; a dict ({a!r}) is only for attention rows")
+        out.append(a)
+    return out
+
+
+def _inputs(r: _Input, many: bool) -> None:
+    if many and not r.multi:
+        raise r.err(f"{r.canon} takes a list of inputs in 'from', got {r.from_!r}")
+    if not many and r.multi and len(r.abs_from) != 1:
+        raise r.err(f"{r.canon} takes one input, got from {r.from_!r}")
+
+
+def _block_row(
+    r: _Input,
+    args: list[Any],
+    c1: int | list[int],
+    c2: int,
+    stride: Callable[[], float | None] | None = None,
+    number: int | None = None,
+) -> Row:
+    """Check that the block takes ``args``, then the resolved row. ``stride`` gives the output
+    stride (default: the input's times the block's factor)."""
+    entry = BLOCKS[r.canon]
+    try:
+        inspect.signature(entry.cls).bind(*args)
+    except TypeError as e:
+        raise r.err(f"{r.canon} does not take these arguments (resolved: {args!r}): {e}") from None
+    s_out = stride() if stride is not None else _through(r, entry, args)
+    n = r.number if number is None else number
+    row = Row(r.index, r.from_, n, r.canon, entry.kind, args, {}, c1, c2, s_out, list(r.row), r.where)
+    row.repeats = r.number
+    row.cls = entry.cls
+    return row
+
+
+def _through(r: _Input, entry: BlockEntry, args: list[Any]) -> float | None:
+    s_in = r.s_ins[0]
+    factor = entry.stride(args) if s_in is not None else None
+    return None if factor is None or s_in is None else s_in * factor
+
+
+def _channel_row(r: _Input, m: _Model) -> Row:
+    """``channel`` and ``csp`` blocks: ``[c1, c2 (width-scaled), *args]``; CSP blocks also take
+    the repeat count as ``args[2]`` and are built once."""
+    args = _block_args(r, m)
+    _inputs(r, many=False)
+    c1 = r.c_ins[0]
+    if not args or not is_int(args[0]) or args[0] < 1:
+        raise r.err(f"{r.canon} needs the output channel count as first arg, got {r.args!r}")
+    c2 = args[0]
+    if c2 != m.no:
+        c2 = make_divisible(c2 * m.gw, m.ch_mul)
+    args = [c1, c2, *args[1:]]
+    if BLOCKS[r.canon].kind == "csp":
+        args.insert(2, r.number)
+        return _block_row(r, args, c1, c2, number=1)
+    return _block_row(r, args, c1, c2)
+
+
+def _bn_row(r: _Input, m: _Model) -> Row:
+    _block_args(r, m)
+    _inputs(r, many=False)
+    return _block_row(r, [r.c_ins[0]], r.c_ins[0], r.c_ins[0])
+
+
+def _concat_row(r: _Input, m: _Model) -> Row:
+    args = _block_args(r, m)
+    _inputs(r, many=True)
+    known = [s for s in r.s_ins if s is not None]
+    if known and any(abs(s - known[0]) > 1e-9 for s in known):
+        raise r.err(
+            f"Concat inputs {r.from_!r} have different strides {list(r.s_ins)}; "
+            f"their feature maps cannot be concatenated"
+        )
+    first = next((s for s in r.s_ins if s is not None), None)
+    return _block_row(r, args, list(r.c_ins), sum(r.c_ins), stride=lambda: first)
+
+
+def _head_row(r: _Input, m: _Model) -> Row:
+    args = _block_args(r, m)
+    _inputs(r, many=True)
+    n_in = len(r.abs_from)
+    if r.number != 1:
+        raise r.err(f"{r.canon} cannot be repeated (number {r.row[1]})")
+    if len(args) < 2:
+        raise r.err(f"{r.canon} args are [nc, anchors], got {r.args!r}")
+    if is_int(args[1]):
+        args[1] = [list(range(args[1] * 2))] * n_in
+    anc = args[1]
+    if not isinstance(anc, list) or len(anc) != n_in:
+        raise r.err(
+            f"{r.canon} has {n_in} inputs but {len(anc) if isinstance(anc, list) else anc!r} anchor levels"
+        )
+    if not is_int(args[0]) or args[0] < 1:
+        raise r.err(f"{r.canon}: nc must be a positive int, got {args[0]!r}")
+    args.append(list(r.c_ins))
+    row = _block_row(r, args, list(r.c_ins), (len(anc[0]) // 2) * (args[0] + 5), stride=lambda: None)
+    row.head_strides = list(r.s_ins)
+    return row
+
+
+def _passthrough_row(r: _Input, m: _Model) -> Row:
+    args = _block_args(r, m)
+    _inputs(r, many=False)
+    return _block_row(r, args, r.c_ins[0], r.c_ins[0])
+
+
+#: One resolver per block kind (BlockEntry.kind, or ``attention`` for registry keys).
+_RESOLVERS: dict[str, Callable[[_Input, _Model], Row]] = {
+    "attention": _attention_row,
+    "channel": _channel_row,
+    "csp": _channel_row,
+    "bn": _bn_row,
+    "concat": _concat_row,
+    "head": _head_row,
+    "passthrough": _passthrough_row,
+}
+
+
+def _model_values(cfg: Mapping[str, Any]) -> _Model:
+    nc = int(cfg["nc"])
+    anchors = cfg.get("anchors")
+    na = (anchors if is_int(anchors) else len(anchors[0]) // 2) if anchors is not None else 3
+    return _Model(
+        nc=nc,
+        gw=float(cfg.get("width_multiple", 1.0)),
+        ch_mul=int(cfg.get("channel_multiple", 8)),
+        anchors=anchors,
+        no=na * (nc + 5),
+        insert="identity" if cfg.get("insert") == "identity" else "plain",
+        gate=str(cfg.get("gate", "scalar")),
+    )
+
+
+def _unknown_module(r_name: Any, canon: str) -> str:
+    from yoloattn.attention import list_attention
+
+    keys = [i.key for i in list_attention()]
+    lower = {c.lower(): c for c in [*BLOCKS, *keys]}
+    close = [lower[h] for h in difflib.get_close_matches(canon.lower(), list(lower), n=5, cutoff=0.6)]
+    hint = f" Did you mean: {', '.join(close)}?" if close else ""
+    return (
+        f"unknown module {r_name!r}.{hint} Known blocks: {', '.join(BLOCKS)}; attention "
+        f"modules: `yoloattn modules` ({len(keys)} registered)"
+    )
 
 
 def resolve_rows(cfg: Mapping[str, Any], ch: int = 3) -> list[Row]:
     """Check every row of ``cfg`` and resolve its args, channels and stride (builds nothing).
 
-    ``cfg['ch']`` overrides ``ch`` when present. Raises :class:`ConfigError` on the first bad
-    row with its index and the reason.
+    ``cfg['ch']`` overrides ``ch`` when present. A model-level ``attention:`` key is placed first
+    (:func:`~yoloattn.models.placement.expand_config`), so the rows are the built model's. Raises
+    :class:`ConfigError` on the first bad row with its index and the reason, and on miswired
+    rows (:mod:`yoloattn.models.wiring`) unless the config sets ``allow_unused_rows: true``.
     """
-    _check_top(cfg)
-    resolve_key, get_info, att_keys = _attention_api()
-    nc = int(cfg["nc"])
+    from yoloattn.attention import resolve_attention_key
+
+    if isinstance(cfg, Mapping) and "attention" in cfg:
+        cfg = expand_config(cfg).cfg
+    check_top_level(cfg)
+    m = _model_values(cfg)
     gd = float(cfg.get("depth_multiple", 1.0))
-    gw = float(cfg.get("width_multiple", 1.0))
-    ch_mul = int(cfg.get("channel_multiple", 8))
-    anchors = cfg.get("anchors")
-    na = (anchors if _is_int(anchors) else len(anchors[0]) // 2) if anchors is not None else 3
-    no = na * (nc + 5)
     ch_in = int(cfg.get("ch", ch))
     nb = len(cfg["backbone"])
-    raw_rows = list(cfg["backbone"]) + list(cfg["head"])
-    model_insert = "identity" if cfg.get("insert") == "identity" else "plain"
-    gate_shape = str(cfg.get("gate", "scalar"))
-
-    chs: list[int] = []
-    strides: list[float | None] = []
     rows: list[Row] = []
-    for i, row in enumerate(raw_rows):
-        where = f"backbone[{i}]" if i < nb else f"head[{i - nb}]"
-
-        def err(reason: str, i: int = i, where: str = where) -> ConfigError:
-            return ConfigError(reason, i, where)
-
+    for i, row in enumerate(list(cfg["backbone"]) + list(cfg["head"])):
+        where = where_of(i, nb)
         if not isinstance(row, (list, tuple)) or len(row) != 4:
-            raise err(f"a row is [from, number, module, args], got {row!r}")
-        f, n, name, args = row
-
-        # ---- from
-        f_list = [f] if _is_int(f) else f
-        if not isinstance(f_list, list) or not f_list or not all(_is_int(j) for j in f_list):
-            raise err(f"'from' must be an int or a non-empty list of ints, got {f!r}")
-        abs_from: list[int] = []
-        for j in f_list:
-            a = i - 1 if j == -1 else (i + j if j < 0 else j)
-            if i == 0 and j != -1:
-                raise err(f"row 0 can only take the input image (from -1), got from {f!r}")
-            if a >= i or (i > 0 and a < 0):
-                raise err(
-                    f"'from' index {j} refers to row {a}, but only rows 0..{i - 1} come before "
-                    f"row {i} (use -1 for the previous row, -k for k rows back)"
-                )
-            abs_from.append(a)
-        c_ins = [ch_in if a < 0 else chs[a] for a in abs_from]
-        s_ins = [1.0 if a < 0 else strides[a] for a in abs_from]
-
-        # ---- number
-        if not _is_int(n) or n < 1:
-            raise err(f"'number' must be a positive int, got {n!r}")
-        n = max(round(n * gd), 1) if n > 1 else n
-
-        # ---- module name
+            raise ConfigError(f"a row is [from, number, module, args], got {row!r}", i, where)
+        abs_from = [a for _, a in sources(row, i, where)]
+        n, name = row[1], row[2]
+        if not is_int(n) or n < 1:
+            raise ConfigError(f"'number' must be a positive int, got {n!r}", i, where)
         if not isinstance(name, str) or not name.strip():
-            raise err(f"'module' must be a name string, got {name!r}")
-        canon = name.strip()
-        if canon.startswith("torch.nn."):
-            canon = canon[len("torch.") :]
+            raise ConfigError(f"'module' must be a name string, got {name!r}", i, where)
+        canon = module_name(name)
         entry = BLOCKS.get(canon)
-        att_key = None if entry is not None else resolve_key(canon)
+        att_key = None if entry is not None else resolve_attention_key(canon)
         if entry is None and att_key is None:
-            close = _close_names(canon, att_keys)
-            hint = f" Did you mean: {', '.join(close)}?" if close else ""
-            raise err(
-                f"unknown module {name!r}.{hint} Known blocks: {', '.join(BLOCKS)}; attention "
-                f"modules: `yoloattn modules` ({len(att_keys)} registered)"
-            )
-
-        multi = isinstance(f, list)
-        if att_key is not None:
-            # ---- attention row
-            info = get_info(att_key)
-            if multi and len(f_list) != 1:
-                raise err(f"attention module {name!r} takes one input, got from {f!r}")
-            if isinstance(args, list) and args:
-                raise err(
-                    f"attention rows take no channel count: the channels are the input's "
-                    f"({c_ins[0]}). Write [{f}, {row[1]}, {name}, []] or give hyperparameters as a "
-                    f"dict, e.g. [{f}, {row[1]}, {name}, {{reduction: 8}}]; got args {args!r}"
-                )
-            if args is None or args == []:
-                hyper: dict[str, Any] = {}
-            elif isinstance(args, Mapping):
-                hyper = dict(args)
-            else:
-                raise err(f"attention args must be [] or a dict of hyperparameters, got {args!r}")
-            row_insert = hyper.pop("insert", model_insert)
-            if row_insert not in ("identity", "plain"):
-                raise err(f"{att_key}: 'insert' must be identity or plain, got {row_insert!r}")
-            bad = sorted(k for k in hyper if not isinstance(k, str) or k not in info.defaults)
-            if bad:
-                raise err(
-                    f"{att_key}: unknown hyperparameter(s) {bad}; accepted: {sorted(info.defaults) or 'none'}"
-                )
-            c1 = c2 = c_ins[0]
-            gated = row_insert == "identity" and not getattr(info, "identity_at_init", False)
-            rows.append(
-                Row(
-                    i,
-                    f,
-                    n,
-                    att_key,
-                    "attention",
-                    [],
-                    hyper,
-                    c1,
-                    c2,
-                    s_ins[0],
-                    list(row),
-                    where,
-                    insert=row_insert,
-                    gate=gate_shape if gated else None,
-                )
-            )
-            chs.append(c2)
-            strides.append(s_ins[0])
-            continue
-
-        # ---- block row
-        assert entry is not None
-        if not isinstance(args, list):
-            raise err(f"args of {canon} must be a list, got {args!r}")
-        resolved: list[Any] = []
-        for a in args:
-            if isinstance(a, str):
-                if a == "nc":
-                    a = nc
-                elif a == "anchors":
-                    if anchors is None:
-                        raise err("args use 'anchors' but the config has no 'anchors' key")
-                    a = copy.deepcopy(anchors)
-                elif a in _LITERALS:
-                    a = _LITERALS[a]
-                else:
-                    try:
-                        act = parse_activation(a)
-                    except ValueError as e:
-                        raise err(str(e)) from None
-                    a = act if act is not None else a
-            elif isinstance(a, Mapping):
-                raise err(f"{canon} takes positional args; a dict ({a!r}) is only for attention rows")
-            resolved.append(a)
-
-        kind = entry.kind
-        if kind in ("concat", "head"):
-            if not multi:
-                raise err(f"{canon} takes a list of inputs in 'from', got {f!r}")
-        elif multi and len(f_list) != 1:
-            raise err(f"{canon} takes one input, got from {f!r}")
-        c1: int | list[int] = c_ins[0]
-        repeats = n
-        if kind in ("channel", "csp"):
-            if not resolved or not _is_int(resolved[0]) or resolved[0] < 1:
-                raise err(f"{canon} needs the output channel count as first arg, got {args!r}")
-            c2 = resolved[0]
-            if c2 != no:
-                c2 = make_divisible(c2 * gw, ch_mul)
-            resolved = [c1, c2, *resolved[1:]]
-            if kind == "csp":
-                resolved.insert(2, n)
-                n = 1
-        elif kind == "bn":
-            resolved = [c1]
-            c2 = c1
-        elif kind == "concat":
-            c1 = list(c_ins)
-            c2 = sum(c_ins)
-            known = [s for s in s_ins if s is not None]
-            if known and any(abs(s - known[0]) > 1e-9 for s in known):
-                raise err(
-                    f"Concat inputs {f!r} have different strides {[s for s in s_ins]}; "
-                    f"their feature maps cannot be concatenated"
-                )
-        elif kind == "head":
-            if n != 1:
-                raise err(f"{canon} cannot be repeated (number {row[1]})")
-            if len(resolved) < 2:
-                raise err(f"{canon} args are [nc, anchors], got {args!r}")
-            if _is_int(resolved[1]):
-                resolved[1] = [list(range(resolved[1] * 2))] * len(f_list)
-            anc = resolved[1]
-            if not isinstance(anc, list) or len(anc) != len(f_list):
-                raise err(
-                    f"{canon} has {len(f_list)} inputs but "
-                    f"{len(anc) if isinstance(anc, list) else anc!r} anchor levels"
-                )
-            if not _is_int(resolved[0]) or resolved[0] < 1:
-                raise err(f"{canon}: nc must be a positive int, got {resolved[0]!r}")
-            resolved.append(list(c_ins))
-            c1 = list(c_ins)
-            c2 = (len(anc[0]) // 2) * (resolved[0] + 5)
-        else:  # passthrough
-            c2 = c_ins[0]
-
-        try:
-            inspect.signature(entry.cls).bind(*resolved)
-        except TypeError as e:
-            raise err(f"{canon} does not take these arguments (resolved: {resolved!r}): {e}") from None
-
-        if kind == "concat":
-            s_out = next((s for s in s_ins if s is not None), None)
-        elif kind == "head":
-            s_out = None
-        else:
-            factor = entry.stride(resolved) if s_ins[0] is not None else None
-            s_out = None if factor is None or s_ins[0] is None else s_ins[0] * factor
-        r = Row(i, f, n, canon, kind, resolved, {}, c1, c2, s_out, list(row), where, repeats)
-        r.cls = entry.cls
-        if kind == "head":
-            r.head_strides = [strides[a] for a in abs_from]
-        rows.append(r)
-        chs.append(c2)
-        strides.append(s_out)
+            raise ConfigError(_unknown_module(name, canon), i, where)
+        r = _Input(
+            index=i,
+            where=where,
+            row=list(row),
+            name=name,
+            canon=att_key or canon,
+            number=max(round(n * gd), 1) if n > 1 else n,
+            abs_from=abs_from,
+            c_ins=[ch_in if a < 0 else rows[a].c2 for a in abs_from],
+            s_ins=[1.0 if a < 0 else rows[a].stride for a in abs_from],
+        )
+        rows.append(_RESOLVERS["attention" if att_key is not None else entry.kind](r, m))  # type: ignore[union-attr]
+    if not cfg.get("allow_unused_rows", False):
+        check_wiring(rows)
     return rows
 
 
@@ -760,22 +512,3 @@ def parse_model(cfg: Mapping[str, Any], ch: int = 3) -> tuple[nn.Sequential, lis
             if j != -1:
                 save.add(j % r.index)
     return nn.Sequential(*layers), sorted(save), rows
-
-
-def dump_config(cfg: Mapping[str, Any]) -> str:
-    """YAML text of a config, one flow-style line per anchor level and per row.
-
-    ``load_config`` of the text gives back an equal dict (``yaml.safe_dump`` scalars).
-    """
-
-    def flow(v: Any) -> str:
-        return yaml.safe_dump(v, default_flow_style=True, width=10**9).strip()
-
-    lines: list[str] = []
-    for key, value in cfg.items():
-        if key in ("anchors", "backbone", "head") and isinstance(value, list):
-            lines.append(f"{key}:")
-            lines.extend(f"  - {flow(item)}" for item in value)
-        else:
-            lines.append(yaml.safe_dump({key: value}, sort_keys=False, width=10**9).rstrip())
-    return "\n".join(lines) + "\n"

@@ -6,23 +6,12 @@ A model config is the official YAML format (``nc``, ``depth_multiple``, ``width_
 ``yaml.safe_dump`` and reload it to get the same network) plus the map from every old row index
 to its new index, which :mod:`yoloattn.models.weights` uses to move pretrained weights.
 
-Spec grammar (one string; whitespace is ignored)::
-
-    spec   := item ("," item)*
-    item   := key ["(" kwargs ")"] ["@" where]
-    where  := "backbone" | "neck" | "all" | index ("+" index)*
-    kwargs := name "=" value ("," name "=" value)*      values are YAML scalars: 8, 0.5, true, foo
-
-* ``key`` is an attention registry key, case-insensitive (``yoloattn modules`` lists them).
-* No ``@`` means ``@neck``. ``head`` is accepted as an alias of ``neck``.
-* Indices are ORIGINAL row indices (as in the unmodified config); the attention row goes right
-  after each of them. Because ``,`` also separates items, an item that is a bare integer
-  continues the index list of the item before it: ``cbam@6,8`` is ``cbam@6+8``, and
-  ``cbam@6,8,se@neck`` is ``cbam@6+8`` followed by ``se@neck``. A bare integer after a
-  non-index item is an error.
-* Examples: ``cbam``, ``cbam@backbone``, ``se@backbone,cbam@neck``, ``cbam(reduction=8)@all``,
-  ``cbam(insert=plain)@neck`` (``insert`` is the row's insertion mode, not a hyperparameter),
-  ``eca@4+6,gc@neck``.
+Where the rows go is a placement spec (``cbam@neck``, ``se@backbone,cbam(reduction=8)@6+8``; the
+grammar is :mod:`yoloattn.models.spec`'s), given as ``--attention``/``attention=`` or as the
+config's own model-level ``attention:`` key, so that users never edit the row list by hand.
+:func:`expand_config` applies both (the key's placements first, then the argument's; indices in
+both are rows of the config as written) and returns the expanded config without the key, its
+index map and the base config: :func:`yoloattn.models.detector.build_model` builds from it.
 
 Placement presets:
 
@@ -55,195 +44,46 @@ from __future__ import annotations
 
 import copy
 import logging
-import re
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-import yaml
+from yoloattn.models.config import (
+    DETECT_MODULES,
+    INSERT_MODES,
+    ConfigError,
+    config_rows,
+    detect_row,
+    load_config,
+    module_key,
+    sources,
+)
+from yoloattn.models.spec import PRESETS, Placement, config_placements, parse_attention_spec
 
 __all__ = [
-    "Placement",
-    "parse_attention_spec",
+    "Expanded",
+    "expand_config",
     "place_attention",
     "insertion_points",
     "describe",
     "row_map",
-    "DETECT_MODULES",
     "SPP_MODULES",
     "resolve_insert",
     "set_insert",
     "insert_mode",
+    "attention_rows",
 ]
+
+#: What :func:`place_attention` and :func:`expand_config` take as a spec.
+Spec = str | Placement | Iterable[str | Placement]
+#: A config argument: a dict (not modified), a shipped name or a YAML path.
+Cfg = str | Path | Mapping[str, Any]
 
 LOGGER = logging.getLogger(__name__)
 
-#: head modules (lowercase, without an ``nn.`` prefix) whose ``from`` list defines the neck outputs.
-DETECT_MODULES = frozenset({"detect", "idetect", "iauxdetect", "ibin", "segment"})
 #: spatial-pyramid-pooling blocks that mark the end of the backbone.
 SPP_MODULES = frozenset({"spp", "sppf", "sppcspc", "sppfcspc", "sppcspc_group", "simsppf", "sppelan"})
-PRESETS = ("backbone", "neck", "all")
-_ALIASES = {"head": "neck"}
-_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_INT_RE = re.compile(r"^\d+$")
-
-
-@dataclass(frozen=True)
-class Placement:
-    """One attention module and where to put it.
-
-    Attributes:
-        key: attention registry key (lowercase after validation).
-        where: ``"backbone"``, ``"neck"``, ``"all"`` or ``"index"``.
-        indices: original row indices (only for ``where == "index"``).
-        hyper: constructor hyperparameters written into the row's args.
-    """
-
-    key: str
-    where: str = "neck"
-    indices: tuple[int, ...] = ()
-    hyper: dict[str, Any] = field(default_factory=dict)
-
-    def __str__(self) -> str:
-        kw = ""
-        if self.hyper:
-            kw = "(" + ",".join(f"{k}={_scalar_text(v)}" for k, v in self.hyper.items()) + ")"
-        where = "+".join(str(i) for i in self.indices) if self.where == "index" else self.where
-        return f"{self.key}{kw}@{where}"
-
-
-def _scalar_text(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    return str(v)
-
-
-def _split_top(text: str, sep: str = ",") -> list[str]:
-    """Split on ``sep`` outside (), [] and {}."""
-    parts, depth, cur = [], 0, []
-    for ch in text:
-        if ch in "([{":
-            depth += 1
-        elif ch in ")]}":
-            depth -= 1
-            if depth < 0:
-                raise ValueError(f"attention spec {text!r}: unbalanced {ch!r}")
-        if ch == sep and depth == 0:
-            parts.append("".join(cur))
-            cur = []
-        else:
-            cur.append(ch)
-    if depth != 0:
-        raise ValueError(f"attention spec {text!r}: unbalanced brackets")
-    parts.append("".join(cur))
-    return parts
-
-
-def _parse_kwargs(text: str, item: str) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    if not text.strip():
-        return out
-    for part in _split_top(text):
-        if "=" not in part:
-            raise ValueError(
-                f"attention spec item {item!r}: hyperparameter {part!r} must be written name=value, "
-                "e.g. cbam(reduction=8)@neck"
-            )
-        name, value = (s.strip() for s in part.split("=", 1))
-        if not _KEY_RE.match(name):
-            raise ValueError(f"attention spec item {item!r}: bad hyperparameter name {name!r}")
-        if name in out:
-            raise ValueError(f"attention spec item {item!r}: hyperparameter {name!r} given twice")
-        try:
-            out[name] = yaml.safe_load(value) if value else None
-        except yaml.YAMLError as e:
-            raise ValueError(f"attention spec item {item!r}: cannot read value {value!r} of {name!r}") from e
-    return out
-
-
-def _parse_item(item: str) -> Placement:
-    raw = item
-    where = "neck"
-    if "@" in item:
-        item, where = item.rsplit("@", 1)
-        where = where.lower()
-        if not where:
-            raise ValueError(
-                f"attention spec item {raw!r}: nothing after '@' (use backbone, neck, all or indices)"
-            )
-    hyper: dict[str, Any] = {}
-    if "(" in item:
-        if not item.endswith(")"):
-            raise ValueError(f"attention spec item {raw!r}: hyperparameters must be key(name=value,...)")
-        item, kw = item.split("(", 1)
-        hyper = _parse_kwargs(kw[:-1], raw)
-    key = item
-    if not _KEY_RE.match(key):
-        raise ValueError(
-            f"attention spec item {raw!r}: {key!r} is not a module key "
-            "(expected e.g. cbam, se@backbone, cbam(reduction=8)@neck, cbam@6+8)"
-        )
-    where = _ALIASES.get(where, where)
-    if where in PRESETS:
-        return Placement(key, where, (), hyper)
-    idx = where.split("+")
-    if not all(_INT_RE.match(s) for s in idx):
-        raise ValueError(
-            f"attention spec item {raw!r}: location {where!r} is not backbone, neck, all "
-            "or non-negative row indices joined by '+' (e.g. cbam@6+8)"
-        )
-    return Placement(key, "index", tuple(int(s) for s in idx), hyper)
-
-
-def _validate(p: Placement) -> Placement:
-    from yoloattn.attention import get_attention_info
-
-    info = get_attention_info(p.key)  # KeyError with close matches when unknown
-    unknown = sorted(set(p.hyper) - set(info.defaults) - {"insert"})
-    if unknown:
-        raise ValueError(
-            f"attention {info.key!r}: unknown hyperparameter(s) {unknown}; "
-            f"accepted: {sorted(info.defaults) or 'none'}"
-        )
-    return Placement(info.key, p.where, p.indices, dict(p.hyper))
-
-
-def parse_attention_spec(
-    spec: str | Placement | Iterable[str | Placement], *, validate: bool = True
-) -> list[Placement]:
-    """Parse a placement spec (see the module docstring) into :class:`Placement` objects.
-
-    ``spec`` may also be a Placement or a list of strings/Placements. With ``validate`` the
-    keys are checked against the attention registry (``KeyError`` naming close matches) and the
-    hyperparameter names against the module's constructor.
-    """
-    if isinstance(spec, Placement):
-        items: list[Placement] = [spec]
-    elif isinstance(spec, str):
-        text = "".join(spec.split())
-        if not text:
-            raise ValueError("empty attention spec; expected e.g. cbam@neck or se@backbone,cbam@neck")
-        items = []
-        for part in _split_top(text):
-            if not part:
-                raise ValueError(f"attention spec {spec!r}: empty item (two commas in a row?)")
-            if _INT_RE.match(part):
-                if not items or items[-1].where != "index":
-                    raise ValueError(
-                        f"attention spec {spec!r}: bare index {part!r} must follow an index item "
-                        "such as cbam@6 (write cbam@6,8 or cbam@6+8)"
-                    )
-                last = items[-1]
-                items[-1] = Placement(last.key, "index", (*last.indices, int(part)), last.hyper)
-                continue
-            items.append(_parse_item(part))
-    else:
-        items = []
-        for s in spec:
-            items.extend(parse_attention_spec(s, validate=False))
-        if not items:
-            raise ValueError("empty attention spec list")
-    return [_validate(p) for p in items] if validate else items
 
 
 # ----------------------------------------------------------------------------- insertion mode
@@ -251,8 +91,6 @@ def parse_attention_spec(
 
 def resolve_insert(mode: str, transferred: bool) -> str:
     """``identity`` or ``plain`` for ``mode`` (``auto`` follows whether weights are transferred)."""
-    from yoloattn.models.parse import INSERT_MODES
-
     if mode not in INSERT_MODES:
         raise ValueError(f"insertion mode must be one of {', '.join(INSERT_MODES)}, got {mode!r}")
     if mode == "auto":
@@ -275,24 +113,27 @@ def set_insert(cfg: dict[str, Any], mode: str | None, gate: str | None = None) -
     return cfg
 
 
-def insert_mode(cfg: dict[str, Any]) -> str | None:
+def insert_mode(cfg: Cfg) -> str | None:
     """The insertion mode a config builds with: ``plain``, ``identity``, ``mixed`` (rows differ)
-    or None without attention rows."""
+    or None without attention rows (an ``attention:`` key counts with its placed rows)."""
+    cfg = _expanded(cfg)
     modes = set()
     model_mode = "identity" if cfg.get("insert") == "identity" else "plain"
+    rows, _ = config_rows(cfg)
     for i in attention_rows(cfg):
-        args = _rows(cfg)[0][i][3]
+        args = rows[i][3]
         modes.add(args.get("insert", model_mode) if isinstance(args, dict) else model_mode)
     if not modes:
         return None
     return modes.pop() if len(modes) == 1 else "mixed"
 
 
-def attention_rows(cfg: dict[str, Any]) -> list[int]:
-    """Indices of the rows whose module is an attention registry key."""
+def attention_rows(cfg: Cfg) -> list[int]:
+    """Indices of the rows whose module is an attention registry key (after placing the
+    config's ``attention:`` key, if it has one)."""
     from yoloattn.attention import resolve_attention_key
 
-    rows, _ = _rows(cfg)
+    rows, _ = config_rows(_expanded(cfg))
     return [
         i for i, r in enumerate(rows) if isinstance(r[2], str) and resolve_attention_key(r[2]) is not None
     ]
@@ -301,63 +142,23 @@ def attention_rows(cfg: dict[str, Any]) -> list[int]:
 # ----------------------------------------------------------------------------- config helpers
 
 
-def _module_name(row: Sequence[Any]) -> str:
-    m = str(row[2])
-    for prefix in ("nn.", "torch.nn."):
-        if m.startswith(prefix):
-            m = m[len(prefix) :]
-    return m.lower()
+def _load(cfg: Cfg) -> dict[str, Any]:
+    return load_config(cfg)  # a deep copy, tuples as lists (YAML-dumpable)
 
 
-def _rows(cfg: dict[str, Any]) -> tuple[list[list[Any]], int]:
-    for k in ("backbone", "head"):
-        if not isinstance(cfg.get(k), list):
-            raise ValueError(f"model config has no {k!r} list of rows (keys: {sorted(cfg)})")
-    rows = list(cfg["backbone"]) + list(cfg["head"])
-    for i, r in enumerate(rows):
-        if not isinstance(r, (list, tuple)) or len(r) != 4:
-            raise ValueError(f"model config row {i}: expected [from, number, module, args], got {r!r}")
-    return [list(r) for r in rows], len(cfg["backbone"])
-
-
-def _sources(row: Sequence[Any], i: int) -> list[tuple[int, int]]:
-    """``(written, absolute)`` for each entry of the row's ``from``; -1 of row 0 is the input."""
-    f = row[0]
-    fs = f if isinstance(f, list) else [f]
-    out = []
-    for v in fs:
-        if isinstance(v, bool) or not isinstance(v, int):
-            raise ValueError(f"model config row {i}: 'from' entries must be ints, got {f!r}")
-        a = i + v if v < 0 else v
-        if i == 0 and v == -1:
-            a = -1
-        elif not 0 <= a < i:
-            raise ValueError(f"model config row {i}: 'from' {v} points to row {a}, outside rows 0..{i - 1}")
-        out.append((v, a))
-    return out
-
-
-def _detect_row(rows: list[list[Any]]) -> int | None:
-    for i in range(len(rows) - 1, -1, -1):
-        if _module_name(rows[i]) in DETECT_MODULES:
-            return i
-    return None
-
-
-def _load(cfg: str | dict[str, Any]) -> dict[str, Any]:
-    if isinstance(cfg, dict):
-        return copy.deepcopy(cfg)
-    from yoloattn.models.parse import load_config
-
-    return load_config(cfg)
+def _expanded(cfg: Cfg) -> dict[str, Any]:
+    """``cfg`` with its ``attention:`` key placed (the config itself when it has none)."""
+    if isinstance(cfg, Mapping) and "attention" not in cfg:
+        return dict(cfg)
+    return expand_config(cfg).cfg
 
 
 def _preset_points(rows: list[list[Any]], n_backbone: int, where: str) -> list[int]:
     out: list[int] = []
     if where in ("backbone", "all"):
-        spp = next((i for i, r in enumerate(rows) if _module_name(r) in SPP_MODULES), None)
+        spp = next((i for i, r in enumerate(rows) if module_key(r) in SPP_MODULES), None)
         if spp is not None:
-            srcs = _sources(rows[spp], spp)
+            srcs = sources(rows[spp], spp)
             if len(srcs) != 1 or srcs[0][1] < 0:
                 raise ValueError(
                     f"row {spp} ({rows[spp][2]}) has {rows[spp][0]!r} as input; "
@@ -369,26 +170,26 @@ def _preset_points(rows: list[list[Any]], n_backbone: int, where: str) -> list[i
         else:
             raise ValueError("model config has an empty backbone; give row indices instead")
     if where in ("neck", "all"):
-        det = _detect_row(rows)
+        det = detect_row(rows)
         if det is None:
             raise ValueError(
                 f"model config has no detection head row ({', '.join(sorted(DETECT_MODULES))}); "
                 "@neck needs one, give row indices instead"
             )
-        for _, a in _sources(rows[det], det):
+        for _, a in sources(rows[det], det):
             if a not in out:
                 out.append(a)
     return out
 
 
-def insertion_points(cfg: str | dict[str, Any], placement: Placement) -> list[int]:
+def insertion_points(cfg: Cfg, placement: Placement) -> list[int]:
     """Original row indices after which ``placement`` inserts a row (validated)."""
-    rows, nb = _rows(_load(cfg))
+    rows, nb = config_rows(_load(cfg))
     if placement.where != "index":
         if placement.where not in PRESETS:
             raise ValueError(f"unknown placement {placement.where!r}; use backbone, neck, all or indices")
         return _preset_points(rows, nb, placement.where)
-    det = _detect_row(rows)
+    det = detect_row(rows)
     out: list[int] = []
     for i in placement.indices:
         if not 0 <= i < len(rows):
@@ -403,30 +204,38 @@ def insertion_points(cfg: str | dict[str, Any], placement: Placement) -> list[in
     return out
 
 
-def place_attention(
-    cfg: str | dict[str, Any], spec: str | Placement | Iterable[str | Placement]
-) -> tuple[dict[str, Any], dict[int, int]]:
-    """Insert attention rows into ``cfg`` as described by ``spec``.
+def place_attention(cfg: Cfg, spec: Spec | None = None) -> tuple[dict[str, Any], dict[int, int]]:
+    """Insert attention rows into ``cfg`` as described by its ``attention:`` key and ``spec``.
 
     Args:
         cfg: a config dict (not modified), a shipped name or a YAML path.
-        spec: placement spec string (module docstring), Placement, or a list of them.
+        spec: placement spec string (:mod:`yoloattn.models.spec`), Placement, or a list of them;
+            placed after the config's own ``attention:`` key. Indices in both are rows of
+            ``cfg`` as written.
 
     Returns:
         ``(new_cfg, index_map)``: a deep-copied plain config with the attention rows
-        ``[-1, 1, key, {hyper}]`` inserted and every ``from`` renumbered, and the map from each
-        original row index to its new index.
+        ``[-1, 1, key, {hyper}]`` inserted, every ``from`` renumbered and no ``attention:`` key,
+        and the map from each original row index to its new index.
     """
     cfg = _load(cfg)
-    rows, nb = _rows(cfg)
-    placements = parse_attention_spec(spec)
+    own = config_placements(cfg.pop("attention", None))
+    rows, nb = config_rows(cfg)
     after: dict[int, list[Placement]] = {}
-    for p in placements:
-        for i in insertion_points(cfg, p):
+    for p in own:
+        try:
+            points = insertion_points(cfg, p)
+        except ValueError as e:
+            raise ConfigError(f"'attention': {e}") from None
+        for i in points:
             after.setdefault(i, []).append(p)
+    if spec is not None or not own:
+        for p in parse_attention_spec(spec if spec is not None else ""):
+            for i in insertion_points(cfg, p):
+                after.setdefault(i, []).append(p)
 
     # check the whole config's references before renumbering
-    all_sources = [_sources(r, i) for i, r in enumerate(rows)]
+    all_sources = [sources(r, i) for i, r in enumerate(rows)]
 
     index_map: dict[int, int] = {}
     redirect: dict[int, int] = {}
@@ -466,12 +275,12 @@ def place_attention(
     return cfg, index_map
 
 
-def describe(cfg: str | dict[str, Any], spec: str | Placement | Iterable[str | Placement]) -> str:
+def describe(cfg: Cfg, spec: Spec | None = None) -> str:
     """Human-readable summary of what :func:`place_attention` does with ``spec``."""
     base = _load(cfg)
-    rows, _ = _rows(base)
+    rows, _ = config_rows(base)
     new_cfg, index_map = place_attention(base, spec)
-    new_rows, _ = _rows(new_cfg)
+    new_rows, _ = config_rows(new_cfg)
     inv = {v: k for k, v in index_map.items()}
     lines = [f"{len(rows)} rows -> {len(new_rows)} rows"]
     for j, row in enumerate(new_rows):
@@ -486,18 +295,19 @@ def describe(cfg: str | dict[str, Any], spec: str | Placement | Iterable[str | P
     return "\n".join(lines)
 
 
-def row_map(src_cfg: str | dict[str, Any], dst_cfg: str | dict[str, Any]) -> dict[int, int]:
+def row_map(src_cfg: Cfg, dst_cfg: Cfg) -> dict[int, int]:
     """Map rows of ``src_cfg`` onto equivalent rows of ``dst_cfg`` (for moving weights).
 
     Non-attention rows are paired in order (they must have the same module names, else
     ``ValueError``); an attention row of ``src`` is paired with an attention row of ``dst`` with
     the same key after the same base row. Unpaired attention rows are left out. Use this when the
-    source weights themselves come from a model with attention rows.
+    source weights themselves come from a model with attention rows. A config's
+    ``attention:`` key is placed first.
     """
     from yoloattn.attention import resolve_attention_key
 
     def split(cfg: dict[str, Any]) -> list[tuple[int, str, list[tuple[int, str]]]]:
-        rows, _ = _rows(cfg)
+        rows, _ = config_rows(cfg)
         out: list[tuple[int, str, list[tuple[int, str]]]] = []
         for i, r in enumerate(rows):
             key = resolve_attention_key(str(r[2])) if isinstance(r[2], str) else None
@@ -506,10 +316,10 @@ def row_map(src_cfg: str | dict[str, Any], dst_cfg: str | dict[str, Any]) -> dic
             elif key is not None:
                 raise ValueError(f"row {i}: an attention row cannot be the first row")
             else:
-                out.append((i, _module_name(r), []))
+                out.append((i, module_key(r), []))
         return out
 
-    a, b = split(_load(src_cfg)), split(_load(dst_cfg))
+    a, b = split(_expanded(src_cfg)), split(_expanded(dst_cfg))
     if [m for _, m, _ in a] != [m for _, m, _ in b]:
         raise ValueError(
             f"the two configs have different base networks ({len(a)} vs {len(b)} non-attention rows); "
@@ -526,3 +336,52 @@ def row_map(src_cfg: str | dict[str, Any], dst_cfg: str | dict[str, Any]) -> dic
                     used.add(n)
                     break
     return out
+
+
+# ----------------------------------------------------------------------------- the build's config
+
+
+@dataclass
+class Expanded:
+    """A config with its attention placed (:func:`expand_config`).
+
+    Attributes:
+        cfg: the config to build: attention rows inserted and renumbered, no ``attention:`` key,
+            the insertion mode written (``Model(cfg)`` builds the network).
+        index_map: original row -> new row; None when nothing was placed.
+        base: the config as given without its ``attention:`` key (the network the index map
+            starts from: build it to transfer its weights into ``cfg``'s model).
+    """
+
+    cfg: dict[str, Any]
+    index_map: dict[int, int] | None
+    base: dict[str, Any]
+
+
+def expand_config(
+    cfg: Cfg,
+    attention: Spec | None = None,
+    *,
+    insert: str | None = None,
+    gate: str | None = None,
+    allow_unused_rows: bool = False,
+) -> Expanded:
+    """Place the config's ``attention:`` key and then ``attention`` (a spec), and write the
+    insertion mode (``insert``, ``gate``; None keeps the config's) and, when asked, the
+    ``allow_unused_rows`` opt-out of the miswire check into the result.
+
+    The one path from "config + placement" to the config a model is built from; see
+    :func:`yoloattn.models.detector.build_model`, which builds it.
+    """
+    base = _load(cfg)
+    if allow_unused_rows:
+        base["allow_unused_rows"] = True
+    own = base.get("attention")
+    if attention is None and (own is None or own == []):
+        base.pop("attention", None)
+        out, index_map = copy.deepcopy(base), None
+    else:
+        out, index_map = place_attention(base, attention)
+        base.pop("attention", None)
+    set_insert(out, insert, gate)
+    return Expanded(out, index_map, base)

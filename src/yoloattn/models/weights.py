@@ -191,13 +191,18 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> Model:
     Float16 files are loaded as float32.
     """
     from yoloattn.models.detector import build_model
+    from yoloattn.models.wiring import WiringError
 
     path = Path(path)
     if path.suffix == ".json":
         path = path.with_suffix(".safetensors")
     side = read_sidecar(path)
     cfg = side["cfg"]
-    model = build_model(cfg, nc=side.get("nc") or cfg.get("nc"))
+    try:
+        model = build_model(cfg, nc=side.get("nc") or cfg.get("nc"))
+    except WiringError as e:  # the architecture that was trained, even if written by hand wrongly
+        LOGGER.warning("%s: %s", path, e)
+        model = build_model(cfg, nc=side.get("nc") or cfg.get("nc"), allow_unused_rows=True)
     state = load_file(str(path))
     state = {k: (v.float() if v.is_floating_point() else v) for k, v in state.items()}
     result = model.load_state_dict(state, strict=False)
