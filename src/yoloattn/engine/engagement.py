@@ -22,7 +22,14 @@ from torch import Tensor, nn
 
 from yoloattn.nn.gate import ResidualGate
 
-__all__ = ["attention_layers", "gate_values", "EngagementMeter", "measure_engagement", "mean_engagement"]
+__all__ = [
+    "attention_layers",
+    "gate_values",
+    "EngagementMeter",
+    "measure_engagement",
+    "mean_engagement",
+    "format_engagement",
+]
 
 
 def _layers(model: nn.Module) -> nn.Module:
@@ -102,3 +109,17 @@ def mean_engagement(summary: dict[Any, dict[str, Any]]) -> float | None:
     """Mean contribution over the rows of a :meth:`EngagementMeter.summary` (None if no rows)."""
     vals = [v["contribution"] for v in summary.values() if v.get("contribution") is not None]
     return sum(vals) / len(vals) if vals else None
+
+
+def format_engagement(summary: dict[Any, dict[str, Any]]) -> str:
+    """One line: ``row 9 0.031 (g +0.12), row 19 ...`` (contribution, and the gate when gated)."""
+    parts = []
+    for row, v in summary.items():
+        c = v.get("contribution")
+        text = f"row {row} {c:.3f}" if c is not None else f"row {row} -"
+        gate = v.get("gate")
+        if gate:
+            g = sum(gate) / len(gate)
+            text += f" (g {g:+.3f})" if len(gate) == 1 else f" (mean g {g:+.3f})"
+        parts.append(text)
+    return ", ".join(parts)

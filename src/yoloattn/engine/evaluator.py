@@ -12,6 +12,7 @@ scripts do. Two metrics, clearly named:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -268,9 +269,16 @@ def evaluate_run(
     device: str = "",
     batch: int = 16,
     single_cls: bool = False,
+    engagement: dict[int, dict[str, Any]] | None = None,
 ) -> dict[str, float]:
-    """Evaluate a finished run's best weights with both metrics; returns the metrics dict."""
+    """Evaluate a finished run's best weights with both metrics; returns the metrics dict.
+
+    With ``engagement`` (a dict, filled in place) the attention rows' gate values and mean
+    relative contributions over the validation images are measured in the same pass
+    (:mod:`yoloattn.engine.engagement`).
+    """
     from yoloattn.engine.distributed import select_device
+    from yoloattn.engine.engagement import measure_engagement
     from yoloattn.models.weights import load_model
 
     dev = select_device(device)
@@ -283,5 +291,8 @@ def evaluate_run(
             f"weights {wpath} predict {model.nc} classes but {data} has {dcfg.nc}"
             + (" (trained with --single-cls?)" if model.nc == 1 else "")
         )
-    res = evaluate(model, loader, list(dcfg.names), dev, verbose=False)
+    with measure_engagement(model) if engagement is not None else contextlib.nullcontext() as meter:
+        res = evaluate(model, loader, list(dcfg.names), dev, verbose=False)
+    if engagement is not None and meter is not None:
+        engagement.update(meter.summary())
     return res.metrics

@@ -184,6 +184,16 @@ class RunDir:
         return self.root / "confusion_matrix.png"
 
     @property
+    def metrics_start(self) -> Path:
+        """Metrics of the model before its first step (``eval_start``; compare's epoch-0 column)."""
+        return self.root / "metrics_start.json"
+
+    @property
+    def engagement(self) -> Path:
+        """Gate values and mean relative contribution of every attention row (final weights)."""
+        return self.root / "engagement.json"
+
+    @property
     def plots_dir(self) -> Path:
         """Where the PR / F1 / P / R curves go (their names are :mod:`yoloattn.engine.plots`'s)."""
         return self.root

@@ -42,6 +42,8 @@ __all__ = [
     "resolve_epochs",
     "resolve_hyp",
     "wrap_distributed",
+    "warmup_new_fixed",
+    "log_insertion",
 ]
 
 LOGGER = logging.getLogger("yoloattn.train")
@@ -71,16 +73,23 @@ def model_configs(
     into the base config and the index map pairs base rows with the new ones.
     """
     from yoloattn.models import load_config
+    from yoloattn.models.placement import expand_config
 
-    base_cfg = load_config(cfg.model)
     if saved is not None and saved.is_file():
-        return base_cfg, load_config(str(saved)), None
-    if cfg.attention:
-        from yoloattn.models.placement import place_attention
+        return load_config(cfg.model), load_config(str(saved)), None
+    placed = expand_config(cfg.model, cfg.attention or None, gate=cfg.gate)
+    placed.cfg = _with_insert(placed.cfg, cfg)
+    return placed.base, placed.cfg, placed.index_map
 
-        model_cfg, index_map = place_attention(base_cfg, cfg.attention)
-        return base_cfg, model_cfg, index_map
-    return base_cfg, base_cfg, None
+
+def _with_insert(model_cfg: dict[str, Any], cfg: TrainConfig) -> dict[str, Any]:
+    """Resolve the insertion mode: ``--insert identity|plain`` wins; with ``auto`` a config's own
+    ``identity``/``plain`` stays, else ``identity`` when weights are transferred, ``plain`` otherwise."""
+    from yoloattn.models.placement import resolve_insert, set_insert
+
+    own = model_cfg.get("insert")
+    mode = cfg.insert if cfg.insert != "auto" or own in (None, "auto") else own
+    return set_insert(model_cfg, resolve_insert(mode, transferred=bool(cfg.weights)))
 
 
 def resolve_epochs(cfg: TrainConfig, family: str) -> int:
@@ -282,7 +291,15 @@ def build_optimization(
     total_batch = cfg.batch * world  # --batch is per process
     accumulate = max(round(cfg.nbs / total_batch), 1)
     wd = hyp["weight_decay"] * total_batch * accumulate / cfg.nbs
-    optimizer = build_optimizer(model, cfg.optimizer, hyp["lr0"], hyp["momentum"], wd)
+    optimizer = build_optimizer(
+        model,
+        cfg.optimizer,
+        hyp["lr0"],
+        hyp["momentum"],
+        wd,
+        gate_lr_mult=cfg.gate_lr_mult,
+        new_lr_mult=cfg.new_lr_mult,
+    )
     sched = cfg.lr_schedule or ("cos" if family == "v7" else "linear")
     lf = lr_lambda(sched, cfg.epochs, hyp["lrf"], family)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda=lf)
@@ -321,3 +338,44 @@ def build_losses(model: nn.Module, hyp: dict[str, Any]) -> tuple[Any, bool, Any]
         loss_fn = ComputeLoss(bare, hyp)
         needs_imgs = False
     return loss_fn, needs_imgs, ComputeLoss(bare, hyp)
+
+
+def warmup_new_fixed(model: nn.Module, warmup_new: int) -> list[nn.Parameter]:
+    """The parameters that ``--warmup-new N`` keeps fixed for N epochs: all but the inserted
+    attention rows (with their gates) and the Detect head. Their gradients are dropped before each
+    optimizer step, so neither the weights nor the optimizer's momentum move."""
+    if warmup_new < 0:
+        raise ValueError(f"--warmup-new must be >= 0, got {warmup_new}")
+    if warmup_new == 0:
+        return []
+    from yoloattn.engine.engagement import attention_layers
+
+    bare = unwrap(model)
+    free = {id(p) for layer in attention_layers(bare).values() for p in layer.parameters()}
+    free.update(id(p) for p in bare.model[-1].parameters())
+    if len(free) == len(list(bare.model[-1].parameters())):
+        LOGGER.warning(
+            "--warmup-new %d: the model has no attention rows; only the head trains then", warmup_new
+        )
+    return [p for p in bare.parameters() if id(p) not in free and p.requires_grad]
+
+
+def log_insertion(model: nn.Module, cfg: TrainConfig) -> None:
+    """The run header's insertion line (attention rows only)."""
+    from yoloattn.engine.engagement import attention_layers
+    from yoloattn.models.placement import insert_mode
+    from yoloattn.nn.gate import ResidualGate
+
+    rows = attention_layers(model)
+    if not rows:
+        return
+    gated = sum(isinstance(m, ResidualGate) for m in rows.values())
+    mode = insert_mode(unwrap(model).yaml)
+    text = f"insertion: {mode} ({len(rows)} attention rows, {gated} gated"
+    if gated:
+        text += f", gate lr x{cfg.gate_lr_mult:g}"
+    if cfg.new_lr_mult != 1:
+        text += f", module lr x{cfg.new_lr_mult:g}"
+    if cfg.warmup_new:
+        text += f", warmup-new {cfg.warmup_new} epochs"
+    LOGGER.info(text + ")")

@@ -149,6 +149,33 @@ class TrainConfig:
         metavar="NORM",
         help="clip the gradient norm (default: 10 for YOLOv5 as officially, off for YOLOv7; 0 = off; >= 0)",
     )
+    insert: str = option(
+        "auto",
+        choices=["auto", "identity", "plain"],
+        help="how attention rows enter the network: identity (zero-initialised residual gate, the "
+        "network keeps its function at step 0), plain (the paper's module), auto (identity when "
+        "--weights are given, plain from scratch); a config's own insert key wins over auto",
+    )
+    gate: str = option(
+        "scalar", choices=["scalar", "channel"], help="identity insertion: one gate per row or per channel"
+    )
+    gate_lr_mult: float = option(
+        100.0,
+        metavar="K",
+        help="learning-rate multiplier of the insertion gates (their own group, no weight decay); "
+        "the default is measured on the demo, see docs/compare.md",
+    )
+    new_lr_mult: float = option(
+        1.0, metavar="K", help="learning-rate multiplier of the inserted attention modules' own parameters"
+    )
+    warmup_new: int = option(
+        0,
+        metavar="N",
+        help="first N epochs: only the inserted attention rows, their gates and the Detect head train",
+    )
+    eval_start: bool = option(
+        False, scope=API, help="validate the model before its first step (compare's epoch-0 column)"
+    )
     stop_after_epochs: int | None = option(
         None, scope=API, help="stop (as if killed) after this many epochs in this call"
     )

@@ -12,6 +12,7 @@ Under ``torchrun`` the same code runs DistributedDataParallel; rank 0 logs and w
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import math
 import os
@@ -59,6 +60,7 @@ from yoloattn.engine.train_config import (
     freeze_rows,
     model_family,
 )
+from yoloattn.models.placement import insert_mode
 
 LOGGER = logging.getLogger("yoloattn.train")
 
@@ -164,6 +166,8 @@ class Trainer:
             )
             self.start_epoch, self.best_fitness = p.start_epoch, p.best_fitness
             self.last_opt_step, self.bad_epochs = p.last_opt_step, p.bad_epochs
+        self.warmup_fixed = parts.warmup_new_fixed(model, cfg.warmup_new)
+        parts.log_insertion(model, cfg)
         self.model = parts.wrap_distributed(model, cfg.sync_bn, self.device)
         self.loss_fn, self.loss_needs_imgs, self.val_loss_fn = parts.build_losses(self.model, self.hyp)
         if self.main:
@@ -178,6 +182,7 @@ class Trainer:
         self.run.weights_dir.mkdir(parents=True, exist_ok=True)
         args = cfg.to_dict()
         args["hyp_resolved"] = self.hyp_file
+        args["insert_resolved"] = insert_mode(self.model_cfg)
         # atomic: under DDP the other ranks of a resumed run read these files while rank 0 writes
         write_text_atomic(self.run.args_yaml, yaml.safe_dump(args, sort_keys=False))
         write_text_atomic(self.run.model_yaml, yaml.safe_dump(self.model_cfg, sort_keys=False))
@@ -195,6 +200,9 @@ class Trainer:
             metrics = dict(self.resume_point.extra.get("metrics", {}))
         epochs_done = self.start_epoch
         stopped_early = False  # by --patience (not by stop_after_epochs, which simulates a kill)
+        if self.main and cfg.eval_start and self.resume is None and self.val_loader is not None:
+            start, _ = self._validate()
+            write_text_atomic(self.run.metrics_start, json.dumps({k: float(v) for k, v in start.items()}))
         for epoch in range(self.start_epoch, self.epochs):
             self.model.train()
             self.train_loader.set_epoch(epoch)  # shuffle order and augmentation depend on (seed, epoch)
@@ -283,6 +291,9 @@ class Trainer:
                 )
             self.scaler.scale(loss).backward()
             if ni - self.last_opt_step >= accumulate:
+                if epoch < cfg.warmup_new:  # --warmup-new: the base network keeps its weights
+                    for p in self.warmup_fixed:
+                        p.grad = None
                 if self.clip_grad > 0:
                     self.scaler.unscale_(self.optimizer)
                     nn.utils.clip_grad_norm_(self.model.parameters(), max_norm=self.clip_grad)
@@ -390,15 +401,21 @@ class Trainer:
         if self.val_loader is None or not best.is_file():
             return
         try:
+            from yoloattn.engine.engagement import format_engagement, measure_engagement
             from yoloattn.engine.evaluator import evaluate, format_table
             from yoloattn.engine.plots import plot_confusion_matrix, plot_metric_curves
             from yoloattn.models.weights import load_model
 
             names = list(self.data.names)
             model = load_model(best, device=self.device)
-            res = evaluate(
-                model, self.val_loader, names, self.device, half=self.amp, verbose=False, coco=False
-            )
+            with measure_engagement(model) as meter:
+                res = evaluate(
+                    model, self.val_loader, names, self.device, half=self.amp, verbose=False, coco=False
+                )
+            summary = meter.summary()
+            if summary:
+                write_text_atomic(self.run.engagement, json.dumps({str(k): v for k, v in summary.items()}))
+                LOGGER.info("engagement (best): %s", format_engagement(summary))
             if not self.cfg.quiet:
                 LOGGER.info("validating %s:\n%s", best, format_table(res))
             assert res.confusion is not None and res.det_metrics is not None  # evaluate() fills both

@@ -20,6 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
+from yoloattn._io import write_text_atomic
+
 LOGGER = logging.getLogger("yoloattn.compare")
 
 __all__ = ["Variant", "CompareConfig", "parse_variants", "run_compare", "run_one"]
@@ -122,22 +126,32 @@ def run_one(cfg: CompareConfig, variant: Variant, seed: int) -> dict[str, Any]:
             name=run_dir.name,
             exist_ok=True,
             plots=False,  # compare evaluates the final weights itself (below) and draws its own plots
+            eval_start=True,  # the epoch-0 column: proves the variants start level (identity insertion)
         )
         train(TrainConfig(**opts))
     # the final (EMA) weights: choosing the best epoch on the split we report would bias the study
+    run = RunDir(run_dir)
+    engagement: dict[int, dict[str, Any]] = {}
     ev = evaluate_run(
-        RunDir(run_dir).last,
+        run.last,
         data=cfg.data,
         imgsz=cfg.train.get("imgsz", 640),
         device=cfg.train.get("device", ""),
         single_cls=bool(cfg.train.get("single_cls", False)),
+        engagement=engagement,
     )
+    if engagement:
+        write_text_atomic(run.engagement, json.dumps({str(k): v for k, v in engagement.items()}, indent=2))
+    args = yaml.safe_load(run.args_yaml.read_text()) if run.args_yaml.is_file() else {}
     record = {
         "variant": variant.name,
         "attention": variant.attention,
         "seed": seed,
         "run_dir": str(run_dir),
+        "insert": args.get("insert_resolved"),
         "metrics": ev,
+        "metrics_start": json.loads(run.metrics_start.read_text()) if run.metrics_start.is_file() else None,
+        "engagement": {str(k): v for k, v in engagement.items()},
         "train_minutes": (time.time() - t0) / 60,
     }
     done.write_text(json.dumps(record, indent=2))
