@@ -11,17 +11,9 @@ import yaml
 
 from yoloattn.attention import create_attention, get_attention_info, list_attention
 from yoloattn.models.config import SHIPPED, load_config
+from yoloattn.models.detector import build_model
 from yoloattn.models.placement import describe, insertion_points, place_attention, row_map
 from yoloattn.models.spec import Placement, parse_attention_spec
-
-try:
-    from yoloattn.models.detector import build_model
-except ImportError:  # the model layer is written alongside; its tests switch on once it exists
-    build_model = None
-
-needs_model = pytest.mark.skipif(
-    build_model is None, reason="yoloattn.models.detector.build_model not available yet"
-)
 
 # expected end-of-backbone row and Detect inputs (shared/spec/yolo-architectures.md section 10)
 BACKBONE_END = {"yolov5": 8, "yolov7-tiny": 28, "yolov7": 50, "yolov7x": 58}
@@ -257,7 +249,6 @@ def _nparams(m):
     return sum(p.numel() for p in m.parameters())
 
 
-@needs_model
 @pytest.mark.parametrize("name", ["yolov5s", "yolov7-tiny"])
 @pytest.mark.parametrize("spec", ["cbam@neck", "se@backbone"])
 def test_built_model_params_and_forward(name, spec):
@@ -306,12 +297,10 @@ def _zoo_hyper(info) -> dict:
 ZOO = [i.key for i in list_attention()]
 
 
-@needs_model
 def test_zoo_is_registered():
     assert len(ZOO) >= 30
 
 
-@needs_model
 @pytest.mark.parametrize("key", ZOO)
 def test_every_zoo_module_in_yolov5n(key):
     """@backbone and @neck: exact parameter counts; @all: one eval forward at 64x64."""
@@ -336,7 +325,6 @@ SHIPPED_MODELS = ["yolov5n", "yolov5s", "yolov5m", "yolov5l", "yolov5x", "yolov7
 
 
 @pytest.mark.slow
-@needs_model
 @pytest.mark.parametrize("name", SHIPPED_MODELS)
 def test_every_zoo_module_in_every_shipped_model_counts_exactly(name):
     """Every model x every module at @backbone and @neck (meta device): the parameter count is the

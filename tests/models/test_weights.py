@@ -11,6 +11,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from yoloattn.models import weights as W
+from yoloattn.models.detector import build_model
 from yoloattn.models.placement import place_attention, row_map
 from yoloattn.models.weights import (
     TransferReport,
@@ -19,15 +20,6 @@ from yoloattn.models.weights import (
     read_sidecar,
     save_model,
     transfer_weights,
-)
-
-try:
-    from yoloattn.models.detector import build_model
-except ImportError:
-    build_model = None
-
-pytestmark = pytest.mark.skipif(
-    build_model is None, reason="yoloattn.models.detector.build_model not available yet"
 )
 
 
