@@ -179,7 +179,6 @@ def test_links_pipes_and_huge_labels_are_reported(tmp_path, monkeypatch):
     os.mkfifo(img_dir / "pipe.jpg")
     (lbl / "im02.txt").write_text("0 0.5 0.5 0.2 0.2\n" * 10)
     monkeypatch.setattr(scan, "MAX_LABEL_BYTES", 100)  # im02's 180 bytes are too many
-    (tmp_path / "list.txt").write_text("images/train/gone.png\nimages/train/im00.png\n")
     r = scan_split(img_dir, nc=4, use_cache=False)
     got = sorted((p.kind, Path(p.file).name) for p in r.problems)
     assert got == [
@@ -193,5 +192,6 @@ def test_links_pipes_and_huge_labels_are_reported(tmp_path, monkeypatch):
     assert (r.n_found, r.n_skipped) == (7, 5)
     msgs = {Path(p.file).name: p.message for p in r.problems}
     assert "symbolic link to" in msgs["gone.png"] and "(limit 0 MB)" in msgs["im02.txt"]
+    (tmp_path / "list.txt").write_text("\ufeffimages/train/gone.png\nimages/train/im00.png\n")  # with a BOM
     _, probs, n = find_images(tmp_path / "list.txt")
     assert [(p.kind, p.line) for p in probs] == [("broken_link", 1)] and n == 2

@@ -218,7 +218,7 @@ YAMLS: dict[str, tuple[str, str]] = {
     "alias-bomb-in-names": (_alias_bomb() + "train: t\nval: v\nnames: *l9\n", "'names' entry 0 is a list"),
     "alias-bomb-in-train": (_alias_bomb() + "train: [*l9]\nval: v\nnames: [a]\n", "got a list"),
     "alias-bomb-in-path": (_alias_bomb() + "path: *l9\ntrain: t\nval: v\nnames: [a]\n", "'path' must be"),
-    "deeply-nested": ("train: " + "[" * 5000 + "]" * 5000 + "\n", "nested too deep"),
+    "deeply-nested": ("train: " + "[" * 2000 + "]" * 2000 + "\n", "nested too deep"),
 }
 
 

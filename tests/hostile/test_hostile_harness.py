@@ -42,3 +42,5 @@ def test_fresh_interpreter_runs_the_real_entry_point(runner, tmp_path):
     assert check_refused(r, tmp_path / "missing.pt") == [], r
     forked = runner.run(["convert", str(tmp_path / "missing.pt")], cwd=tmp_path)
     assert (forked.rc, forked.stderr) == (r.rc, r.stderr)
+    assert forked.peak_mb < r.peak_mb and forked.inherited_mb > 0  # untouched library pages
+    assert abs(forked.fresh_peak_mb - r.peak_mb) < 0.25 * r.peak_mb, (forked, r)

@@ -99,7 +99,7 @@ def find_images(
                     problems.append(_not_a_file(f))
         elif p.is_file() and p.suffix.lower() == ".txt":
             try:
-                lines = p.read_text(encoding="utf-8").splitlines()
+                lines = p.read_text(encoding="utf-8-sig").splitlines()
             except (OSError, UnicodeDecodeError) as e:
                 raise ValueError(f"{prefix}cannot read image list {p}: {e}") from e
             for ln, line in enumerate(lines, 1):
