@@ -34,11 +34,31 @@ def test_load_dataset_config_resolves_paths_and_names(tmp_path):
         ("train: t\nval: v\n", "needs 'names'"),
         ("- a\n- b\n", "expected a mapping"),
         ("train: [t\n", "not valid YAML"),
+        # YAML aliases nest 9 ** 9 names in 200 bytes: refused without ever str()-ing them
+        (
+            "a: &a [x, x, x, x, x, x, x, x, x]\n"
+            + "".join(f"{c}: &{c} [{', '.join([f'*{p}'] * 9)}]\n" for p, c in zip("abcdefgh", "bcdefghi"))
+            + "train: t\nval: v\nnames: *i\n",
+            "'names' entry 0 is a list, not a name",
+        ),
+        ("path: [a, [b]]\ntrain: t\nval: v\nnames: [a]\n", "'path' must be a folder, got a list"),
+        ("train: [[t]]\nval: v\nnames: [a]\n", "got a list"),
+        ("train: " + "[" * 3000 + "]" * 3000 + "\n", "not valid YAML: nested too deep"),
     ],
 )
 def test_load_dataset_config_errors(tmp_path, text, match):
     (tmp_path / "d.yaml").write_text(text)
     with pytest.raises(ValueError, match=match):
+        load_dataset_config(tmp_path / "d.yaml")
+
+
+def test_load_dataset_config_bom_and_size_limit(tmp_path, monkeypatch):
+    import yoloattn.data.config as config
+
+    (tmp_path / "d.yaml").write_bytes(b"\xef\xbb\xbftrain: t\nval: v\nnames: [a]\n")
+    assert load_dataset_config(tmp_path / "d.yaml").names == ["a"]
+    monkeypatch.setattr(config, "MAX_YAML_BYTES", 10)
+    with pytest.raises(ValueError, match="too large for a dataset YAML"):
         load_dataset_config(tmp_path / "d.yaml")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 from data_helpers import make_split
 from PIL import Image
 
@@ -70,3 +71,25 @@ def test_rect_batch_shapes(tmp_path):
     assert ds.batch_groups() == [[0, 1], [2, 3], [4]]
     shapes = [tuple(ds[i][0].shape[1:]) for i in range(5)]
     assert shapes == [(64, 96), (64, 96), (96, 96), (96, 96), (96, 64)]
+
+
+def test_16_bit_greyscale_keeps_the_high_byte_and_32_bit_is_reported(tmp_path):
+    from yoloattn.data.scan import UnsupportedPixels, to_rgb
+
+    img_dir = tmp_path / "images"
+    img_dir.mkdir()
+    grey = np.array([[0, 25700, 65535, 1000]], np.uint16)
+    Image.fromarray(grey).save(img_dir / "g16.png")  # opened as mode I;16, converted to white by PIL
+    Image.frombytes("I;16B", (4, 1), grey.astype(">u2").tobytes()).save(img_dir / "g16.tif")
+    Image.fromarray(grey.astype(np.int32) << 12).save(img_dir / "i32.tif")
+    for name in ("g16.png", "g16.tif"):
+        im, size0 = read_image(img_dir / name)
+        assert size0 == (1, 4) and im[0, :, 0].tolist() == [0, 100, 255, 3] and (im == im[..., :1]).all()
+    assert to_rgb(Image.fromarray(grey.astype(np.int32)), "PNG").getpixel((1, 0)) == (100, 100, 100)
+    with pytest.raises(UnsupportedPixels, match="32-bit integer pixels"):
+        read_image(img_dir / "i32.tif")
+    r = scan_split(img_dir, cache_dir=tmp_path / "c")
+    assert sorted(Path(f).name for f in r.im_files) == ["g16.png", "g16.tif"]
+    assert [(p.kind, Path(p.file).name) for p in r.problems if p.kind != "missing_label"] == [
+        ("unsupported_file", "i32.tif")
+    ]

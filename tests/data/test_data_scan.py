@@ -141,3 +141,57 @@ def test_nothing_usable_is_an_error_that_says_why(tmp_path):
     empty.mkdir()
     with pytest.raises(ValueError, match="no files found"):
         YoloDataset(empty, imgsz=32, cache_dir=tmp_path / "c")
+
+
+# ----------------------------------------------------------------------------- hostile files
+
+
+def test_label_bom_and_numbers_float_accepts_but_labels_cannot_mean(tmp_path):
+    img_dir = make_split(tmp_path, "train", tiny_items(2))
+    lbl = tmp_path / "labels" / "train"
+    (lbl / "im00.txt").write_bytes(b"\xef\xbb\xbf" + (lbl / "im00.txt").read_bytes())  # UTF-8 BOM
+    bad = ["0_1 0.5 0.5 0.2 0.2", "0 NaN 0.5 0.2 0.2", "0 0.5 -inf 0.2 0.2", "\u0661 0.5 0.5 0.2 0.2"]
+    (lbl / "im01.txt").write_text("\n".join([*bad, "0 0.5 0.5 1e400 0.2", "2 0.5 0.5 .2 2e-1"]) + "\n")
+    r = scan_split(img_dir, nc=4, use_cache=False)
+    assert r.labels[0][:, 0].tolist() == [0.0, 1.0]  # the first box survives the byte-order mark
+    assert [(p.kind, p.line) for p in r.problems] == [("non_numeric", n) for n in range(1, 6)]
+    assert [p.message for p in r.problems][:2] == [
+        "non-numeric value '0_1'; line dropped",
+        "non-numeric value 'NaN'; line dropped",
+    ]
+    assert "non-finite value" in r.problems[4].message
+    assert r.labels[1].tolist() == [[2.0, 0.5, 0.5, pytest.approx(0.2), pytest.approx(0.2)]]
+
+
+def test_links_pipes_and_huge_labels_are_reported(tmp_path, monkeypatch):
+    import os
+
+    import yoloattn.data.scan as scan
+
+    img_dir = make_split(tmp_path, "train", tiny_items(4))
+    lbl = tmp_path / "labels" / "train"
+    (img_dir / "gone.png").symlink_to(img_dir / "nowhere.png")  # dangling image link
+    (lbl / "im01.txt").unlink()
+    (lbl / "im01.txt").symlink_to(lbl / "nowhere.txt")  # dangling label link: not a background
+    other = tmp_path / "other"
+    other.mkdir()
+    (img_dir / "more").symlink_to(other, target_is_directory=True)  # not followed: said so
+    os.mkfifo(img_dir / "pipe.jpg")
+    (lbl / "im02.txt").write_text("0 0.5 0.5 0.2 0.2\n" * 10)
+    monkeypatch.setattr(scan, "MAX_LABEL_BYTES", 100)  # im02's 180 bytes are too many
+    r = scan_split(img_dir, nc=4, use_cache=False)
+    got = sorted((p.kind, Path(p.file).name) for p in r.problems)
+    assert got == [
+        ("broken_link", "gone.png"),
+        ("unreadable_label", "im01.txt"),
+        ("unreadable_label", "im02.txt"),
+        ("unsupported_file", "more"),
+        ("unsupported_file", "pipe.jpg"),
+    ]
+    assert [Path(f).name for f in r.im_files] == ["im00.png", "im03.png"]
+    assert (r.n_found, r.n_skipped) == (7, 5)
+    msgs = {Path(p.file).name: p.message for p in r.problems}
+    assert "symbolic link to" in msgs["gone.png"] and "(limit 0 MB)" in msgs["im02.txt"]
+    (tmp_path / "list.txt").write_text("\ufeffimages/train/gone.png\nimages/train/im00.png\n")  # with a BOM
+    _, probs, n = find_images(tmp_path / "list.txt")
+    assert [(p.kind, p.line) for p in probs] == [("broken_link", 1)] and n == 2

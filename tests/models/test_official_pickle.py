@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
+import pickle
 import pickletools
 import re
 import struct
@@ -377,3 +378,92 @@ def test_no_unsafe_torch_load_in_src():
     pattern = re.compile(r"weights_only\s*=\s*False")
     hits = [str(p) for p in SRC.rglob("*.py") if pattern.search(p.read_text(encoding="utf-8"))]
     assert hits == []
+
+
+# ----------------------------------------------------------------------------- bounded cost
+
+
+def test_protocol_4_pickles_and_expanded_views_still_load(tmp_path):
+    """The checked opcodes (sets, frozensets, dict keys, appends) and small zero-stride views."""
+    obj = {
+        "expanded": torch.arange(3.0).expand(4, 3),  # stride 0: 12 elements from a storage of 3
+        "offset_view": torch.arange(10)[3:7],
+        "misc": ({1, "a", (2, 3)}, frozenset({4}), {(1, 2): "tuple key", 5: [6, 7]}, complex(1, 2)),
+        "od": OrderedDict([("a", 1), (("b", 2), 3)]),
+    }
+    for proto in (2, 4):
+        path = tmp_path / f"p{proto}.pt"
+        torch.save(obj, path, pickle_protocol=proto)
+        back = read_torch_zip(path)
+        assert back["expanded"].stride() == (3, 1)  # materialised, not a view any more
+        assert torch.equal(back["expanded"], obj["expanded"]) and torch.equal(
+            back["offset_view"], obj["offset_view"]
+        )
+        assert back["misc"] == obj["misc"] and back["od"] == obj["od"] and type(back["od"]) is OrderedDict
+
+
+def test_tensor_bytes_are_budgeted_relative_to_the_file(tmp_path, monkeypatch):
+    import yoloattn.models.official_pickle as op
+
+    path = tmp_path / "t.pt"
+    torch.save({"w": torch.zeros(2**18), "e": torch.zeros(1).expand(2**20)}, path)  # 1 MB + 4 MB
+    assert read_torch_zip(path)["e"].shape == (2**20,)
+    monkeypatch.setattr(op, "MEMORY_FLOOR", 2**20)  # 1 MB + 4 x ~1 MB: w (read + copy) fits, e's copy not
+    with pytest.raises(op.CheckpointError, match=r"t\.pt: tensor \(1048576,\) of storage 1 .* needs 4\.0 MB"):
+        read_torch_zip(path)
+    monkeypatch.setattr(op, "MEMORY_FLOOR", 2**21)
+    monkeypatch.setattr(op, "MEMORY_PER_FILE_BYTE", 0)  # 2 MB: w's 1 MB record and 1 MB copy fit, no more
+    with pytest.raises(op.CheckpointError, match=r"storage record t/data/1 needs 0\.0 MB"):
+        read_torch_zip(path)
+
+
+def test_zip_records_are_read_by_declared_size(tmp_path, monkeypatch):
+    import yoloattn.models.official_pickle as op
+
+    buf = io.BytesIO()
+    torch.save({"t": torch.arange(4, dtype=torch.float32)}, buf)
+    src = zipfile.ZipFile(io.BytesIO(buf.getvalue()))
+    long_rec = tmp_path / "long.pt"  # a record longer than its storage: only the storage's bytes
+    with zipfile.ZipFile(long_rec, "w", zipfile.ZIP_DEFLATED) as zf:
+        for n in src.namelist():
+            zf.writestr(n, src.read(n) + (bytes(2**20) if n.endswith("/data/0") else b""))
+    assert torch.equal(read_torch_zip(long_rec)["t"], torch.arange(4, dtype=torch.float32))
+    monkeypatch.setattr(op, "MAX_PICKLE_BYTES", 100)
+    with pytest.raises(op.CheckpointError, match=r"long\.pt: archive/data\.pkl declares 0\.0 MB, more than"):
+        read_torch_zip(long_rec)
+
+
+def test_hostile_structures_fail_fast_with_bounded_messages(tmp_path):
+    import yoloattn.models.official_pickle as op
+
+    nest: object = (0,)
+    for _ in range(7):
+        nest = (nest,) * 9  # hashing it visits 9**7 leaves (a hostile file nests deeper); not hashed here
+    body = pickle.dumps(nest, protocol=2)[2:-1]
+    with pytest.raises(UnsafePickleError, match="refused dict key") as e:
+        safe_loads(b"\x80\x02}" + body + b"K\x01s.")
+    assert len(str(e.value)) < 400  # the key is summarised, never expanded
+    with pytest.raises(UnsafePickleError, match="refused NEWOBJ"):
+        safe_loads(b"\x80\x02cbuiltins\nfrozenset\n" + body + b"\x85\x85\x81.")
+    with pytest.raises(UnsafePickleError, match="refused APPEND on bytearray"):
+        safe_loads(b"\x80\x02cbuiltins\nbytearray\nC\x01a\x85RK\x01a.")
+    shared: list = [0]
+    for _ in range(9):
+        shared = [shared] * 9
+    budget = op._Budget()
+    with pytest.raises(op.CheckpointError, match="too large once expanded"):
+        op._plain(shared, budget)
+    assert budget.visits == op.MAX_VISITS + 1
+    assert len(op._brief(shared)) <= 200 and op._brief(10**5000).startswith("<int of")
+
+
+def test_checkpoint_errors_name_the_file(tmp_path):
+    from yoloattn.models.official_pickle import CheckpointError
+
+    (tmp_path / "dir.pt").mkdir()
+    with pytest.raises(CheckpointError, match=r"dir\.pt is not a file"):
+        read_torch_zip(tmp_path / "dir.pt")
+    pt = _wrap_zip(tmp_path / "deep.pt", b"\x80\x02}X\x05\x00\x00\x00epoch" + b"]" * 200 + b"a" * 199 + b"s.")
+    with pytest.raises(CheckpointError, match=rf"^{re.escape(str(pt))}: values nested more than 100 deep$"):
+        load_official_checkpoint(pt)
+    assert issubclass(CheckpointError, ValueError) and issubclass(UnsafePickleError, CheckpointError)

@@ -4,14 +4,31 @@ The checkpoint is read with a restricted unpickler that never imports or runs co
 file (see :mod:`yoloattn.models.official_pickle`). The model config comes from the checkpoint
 (``model.yaml``) or ``--cfg``; the class names from the checkpoint or ``--names``. The weights
 must load with ``strict=True`` into our model of that config, so the output is exact.
+
+A checkpoint is untrusted input: reading it is bounded in time and memory, its config is first
+built on the ``meta`` device (no memory) and compared with its tensors before the real model is
+allocated, and every failure is one line naming the file (exit status 1), never a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import zipfile
 from pathlib import Path
 from typing import Any
+
+#: errors of reading, checking and converting a checkpoint, answered with one line.
+_ERRORS = (
+    ValueError,
+    KeyError,
+    TypeError,
+    IndexError,
+    OSError,
+    RuntimeError,
+    MemoryError,
+    zipfile.BadZipFile,
+)
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
@@ -53,6 +70,38 @@ def _infer_nc(state: dict[str, Any], cfg: dict[str, Any]) -> int | None:
     return bias.numel() // na - 5
 
 
+def _check_blocks(src: Path, cfg: dict[str, Any], n_tensors: int) -> None:
+    """Refuse a config with far more blocks (depth-scaled repeats) than the checkpoint has
+    tensors: building it, even on the meta device, would take unbounded time."""
+    gd = cfg.get("depth_multiple", 1.0)
+    gd = gd if isinstance(gd, (int, float)) and not isinstance(gd, bool) and 0 < gd < 1e6 else 1.0
+    total = 0
+    for row in [*(cfg.get("backbone") or []), *(cfg.get("head") or [])]:
+        n = row[1] if isinstance(row, (list, tuple)) and len(row) == 4 else 1
+        ok = isinstance(n, (int, float)) and not isinstance(n, bool) and 0 < n < 1e12
+        total += max(round(n * gd), 1) if ok else 1
+    if total > max(1000, 4 * n_tensors):
+        raise ValueError(
+            f"{src}: the model config has {total:,} blocks (rows x depth-scaled repeats) for "
+            f"{n_tensors} tensors in the checkpoint: it cannot describe these weights"
+        )
+
+
+def _check_fit(src: Path, nc: int, own: dict[str, Any], theirs: dict[str, Any]) -> None:
+    missing = [k for k in own if k not in theirs]
+    unexpected = [k for k in theirs if k not in own]
+    shape = [k for k in own if k in theirs and tuple(own[k].shape) != tuple(theirs[k].shape)]
+    if missing or unexpected or shape:
+
+        def head(keys: list[str]) -> str:
+            return f"{len(keys)} {keys[:4]}" + (" ..." if len(keys) > 4 else "")
+
+        raise ValueError(
+            f"{src}: the checkpoint does not fit the config (nc={nc}): missing {head(missing)}, "
+            f"unexpected {head(unexpected)}, shape mismatch {head(shape)}. Check --cfg."
+        )
+
+
 def convert(
     checkpoint: str | Path,
     output: str | Path | None = None,
@@ -85,20 +134,15 @@ def convert(
         if nc is not None and len(names) != nc and ck.nc is not None:
             raise ValueError(f"--names gives {len(names)} names but the checkpoint has nc={nc}")
         nc = len(names)
+    _check_blocks(src, cfg_dict, len(ck.state_dict))
+    try:  # shapes only: a config that does not fit is refused before anything is allocated
+        own = build_model(cfg_dict, nc=nc, device="meta").state_dict()
+    except (ValueError, RuntimeError, NotImplementedError):  # cannot be checked on meta: build it
+        own = None
+    if own is not None:
+        _check_fit(src, nc, own, ck.state_dict)
     model = build_model(cfg_dict, nc=nc)
-    own = model.state_dict()
-    missing = [k for k in own if k not in ck.state_dict]
-    unexpected = [k for k in ck.state_dict if k not in own]
-    shape = [k for k in own if k in ck.state_dict and tuple(own[k].shape) != tuple(ck.state_dict[k].shape)]
-    if missing or unexpected or shape:
-
-        def head(keys: list[str]) -> str:
-            return f"{len(keys)} {keys[:4]}" + (" ..." if len(keys) > 4 else "")
-
-        raise ValueError(
-            f"{src}: the checkpoint does not fit the config (nc={nc}): missing {head(missing)}, "
-            f"unexpected {head(unexpected)}, shape mismatch {head(shape)}. Check --cfg."
-        )
+    _check_fit(src, nc, model.state_dict(), ck.state_dict)
     model.load_state_dict(ck.state_dict, strict=True)
     final_names = names or ck.names
     if final_names is not None and len(final_names) == model.nc:
@@ -114,7 +158,14 @@ def run(args: argparse.Namespace) -> int:
     names = [n.strip() for n in args.names.split(",")] if args.names else None
     if names is not None and not all(names):
         raise ValueError(f"--names {args.names!r} has an empty name")
-    out = convert(args.checkpoint, args.output, cfg=args.cfg, names=names, half=args.half, imgsz=args.imgsz)
+    try:
+        out = convert(
+            args.checkpoint, args.output, cfg=args.cfg, names=names, half=args.half, imgsz=args.imgsz
+        )
+    except FileNotFoundError:
+        raise
+    except _ERRORS as e:  # one line naming the file (the CLI prints ValueErrors without traceback)
+        raise ValueError(_one_line(e, args.checkpoint)) from e
     from yoloattn.models.weights import read_sidecar
 
     side = read_sidecar(out)
@@ -123,3 +174,11 @@ def run(args: argparse.Namespace) -> int:
         f"{side['params']:,} parameters, nc={side['nc']}, dtype {side['dtype']}\n"
     )
     return 0
+
+
+def _one_line(e: BaseException, checkpoint: str) -> str:
+    msg = (e.args[0] if isinstance(e, KeyError) and e.args else str(e)) or type(e).__name__
+    msg = " ".join(str(msg).split())[:2000]
+    if not isinstance(e, ValueError):
+        msg = f"{type(e).__name__}: {msg}"
+    return msg if checkpoint in msg else f"{checkpoint}: {msg}"

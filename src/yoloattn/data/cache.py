@@ -37,7 +37,7 @@ __all__ = [
 
 LOGGER = logging.getLogger(__name__)
 
-CACHE_VERSION = 1  # bump whenever the checking rules or the cache layout change
+CACHE_VERSION = 2  # bump whenever the checking rules or the cache layout change (2: hostile files)
 CACHE_SUFFIX = ".cache.npz"
 
 

@@ -18,7 +18,10 @@ from typing import Any
 
 import yaml
 
-__all__ = ["DatasetConfig", "load_dataset_config"]
+__all__ = ["MAX_YAML_BYTES", "DatasetConfig", "load_dataset_config"]
+
+#: larger dataset YAML files are refused (COCO's with its 80 names is ~2 KB).
+MAX_YAML_BYTES = 16 * 2**20
 
 
 @dataclass(frozen=True)
@@ -53,9 +56,12 @@ def _as_sources(value: Any, key: str, root: Path, yaml_path: Path) -> list[Path]
     out = []
     for item in items:
         if not isinstance(item, str | os.PathLike) or str(item) == "":
+            shown = (
+                repr(item) if isinstance(item, str | int | float | type(None)) else f"a {type(item).__name__}"
+            )
             raise ValueError(
                 f"{yaml_path}: '{key}' must be a path or a list of paths (folder of images or .txt list), "
-                f"got {item!r}"
+                f"got {shown[:200]}"
             )
         p = Path(item).expanduser()
         out.append(p if p.is_absolute() else root / p)
@@ -80,13 +86,17 @@ def _as_names(data: Mapping[str, Any], yaml_path: Path) -> list[str]:
                 f"{yaml_path}: 'names' dict keys must be 0..{len(keys) - 1} without gaps, "
                 f"got {sorted(keys)[:10]!r}"
             )
-        out = [str(names[i]) for i in range(len(keys))]
+        values = [names[i] for i in range(len(keys))]
     elif isinstance(names, list):
-        out = [str(n) for n in names]
+        values = list(names)
     else:
         raise ValueError(
             f"{yaml_path}: 'names' must be a list or a {{id: name}} dict, got {type(names).__name__}"
         )
+    for i, v in enumerate(values):  # never str() a container: YAML aliases can nest them exponentially
+        if isinstance(v, bool) or not isinstance(v, str | int | float):
+            raise ValueError(f"{yaml_path}: 'names' entry {i} is a {type(v).__name__}, not a name")
+    out = [str(v) for v in values]
     if not out:
         raise ValueError(f"{yaml_path}: 'names' is empty")
     if nc is not None and nc != len(out):
@@ -103,10 +113,15 @@ def load_dataset_config(path: str | os.PathLike[str]) -> DatasetConfig:
     yaml_path = Path(path).expanduser()
     if not yaml_path.is_file():
         raise FileNotFoundError(f"dataset YAML not found: {yaml_path}")
+    size = yaml_path.stat().st_size
+    if size > MAX_YAML_BYTES:
+        raise ValueError(f"{yaml_path}: {size / 2**20:,.0f} MB is too large for a dataset YAML")
     try:
-        data = yaml.safe_load(yaml_path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        raise ValueError(f"{yaml_path}: not valid YAML: {e}") from e
+        data = yaml.safe_load(yaml_path.read_text(encoding="utf-8-sig"))
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise ValueError(f"{yaml_path}: not valid YAML: {' '.join(str(e).split())}") from e
+    except RecursionError as e:
+        raise ValueError(f"{yaml_path}: not valid YAML: nested too deep") from e
     if not isinstance(data, dict):
         raise ValueError(
             f"{yaml_path}: expected a mapping with keys path/train/val/names, got {type(data).__name__}"
@@ -115,6 +130,8 @@ def load_dataset_config(path: str | os.PathLike[str]) -> DatasetConfig:
     root_value = data.get("path")
     if root_value in (None, ""):
         root = yaml_path.parent
+    elif not isinstance(root_value, str | int | float):
+        raise ValueError(f"{yaml_path}: 'path' must be a folder, got a {type(root_value).__name__}")
     else:
         root = Path(str(root_value)).expanduser()
         root = root if root.is_absolute() else yaml_path.parent / root

@@ -31,7 +31,7 @@ from yoloattn.data.augment import (
 )
 from yoloattn.data.boxes import xywhn2xyxy, xyxy2xywhn
 from yoloattn.data.report import ScanReport
-from yoloattn.data.scan import exif_size, scan_split
+from yoloattn.data.scan import exif_size, scan_split, to_rgb
 
 __all__ = ["YoloDataset", "read_image"]
 
@@ -45,7 +45,8 @@ def read_image(
     path: str | os.PathLike[str], long_side: int | None = None, shrink: int = Image.Resampling.BOX
 ) -> tuple[np.ndarray, tuple[int, int]]:
     """Read an image as ``uint8 [H, W, 3]`` RGB with the EXIF orientation applied (greyscale,
-    palette, RGBA and CMYK are converted to RGB). Returns ``(img, (h0, w0))``, the original size.
+    palette, RGBA and CMYK are converted to RGB, 16-bit greyscale keeps its high byte; see
+    :func:`yoloattn.data.scan.to_rgb`). Returns ``(img, (h0, w0))``, the original size.
 
     With ``long_side`` the image is resized so that its long side is ``long_side`` (the other
     side ``ceil``-ed), bilinear when enlarging and with ``shrink`` when reducing; a JPEG more
@@ -57,9 +58,7 @@ def read_image(
         r = long_side / max(ws, hs) if long_side else 1.0
         if r < 0.5 and src.format in ("JPEG", "MPO"):
             src.draft(None, (math.ceil(ws * r), math.ceil(hs * r)))
-        im: Image.Image = ImageOps.exif_transpose(src)
-        if im.mode != "RGB":
-            im = im.convert("RGB")
+        im: Image.Image = to_rgb(ImageOps.exif_transpose(src), src.format)
         if long_side and r != 1.0:
             w, h = (min(long_side, max(1, math.ceil(v * r - 1e-9))) for v in (w0, h0))
             if im.size != (w, h):

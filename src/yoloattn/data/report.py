@@ -22,6 +22,7 @@ IMG_FORMATS = ("bmp", "jpeg", "jpg", "png", "tif", "tiff", "webp")
 
 PROBLEM_KINDS: dict[str, str] = {
     "missing_file": "listed in an image list but does not exist (skipped)",
+    "broken_link": "symbolic link whose target does not exist (skipped)",
     "unsupported_file": "not a supported image file (skipped)",
     "corrupt_image": "unreadable or truncated image (skipped)",
     "unreadable_label": "label file cannot be read as text (image skipped)",
@@ -34,7 +35,7 @@ PROBLEM_KINDS: dict[str, str] = {
     "duplicate": "duplicate label line (removed)",
     "clipped": "box edges slightly outside [0, 1], clipped (line kept)",
 }
-_SKIPS_IMAGE = ("missing_file", "unsupported_file", "corrupt_image", "unreadable_label")
+_SKIPS_IMAGE = ("missing_file", "broken_link", "unsupported_file", "corrupt_image", "unreadable_label")
 _DROPS_LINE = ("field_count", "non_numeric", "class_id", "out_of_bounds", "zero_size", "duplicate")
 
 

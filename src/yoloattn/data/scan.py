@@ -8,6 +8,14 @@ decodes every image and checks every label line; each defect becomes a
 :class:`~yoloattn.data.report.Problem` of the returned
 :class:`~yoloattn.data.report.ScanReport` (nothing is kept or dropped silently), and the result
 is saved in / reused from the scan cache (:mod:`yoloattn.data.cache`).
+
+Hostile or odd files are reported, never silently kept or lost: symbolic links whose target is
+missing (``broken_link``) or that point to folders (not followed), 16-bit greyscale images
+(read by keeping the high byte, as libpng and OpenCV do, never clipped to white), 32-bit or
+float pixels (``unsupported_file``), label files with a UTF-8 byte-order mark (read), label
+files over :data:`MAX_LABEL_BYTES` (``unreadable_label``), and numbers Python's ``float``
+accepts but a label file cannot mean (``0_3``, ``nan``, ``inf``, non-ASCII digits:
+``non_numeric``).
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -25,7 +34,16 @@ from PIL import Image
 from yoloattn.data.cache import CACHE_SUFFIX, cache_candidates, load_cache, save_cache, scan_hash
 from yoloattn.data.report import IMG_FORMATS, Problem, ScanReport
 
-__all__ = ["COORD_TOL", "exif_size", "find_images", "img2label_path", "scan_split"]
+__all__ = [
+    "COORD_TOL",
+    "MAX_LABEL_BYTES",
+    "UnsupportedPixels",
+    "exif_size",
+    "find_images",
+    "img2label_path",
+    "scan_split",
+    "to_rgb",
+]
 
 LOGGER = logging.getLogger(__name__)
 
@@ -33,6 +51,10 @@ _PIL_FORMATS = {"BMP", "JPEG", "MPO", "PNG", "TIFF", "WEBP"}
 COORD_TOL = 0.01
 # Edges outside [0, 1] by less than this are rounding in 5-6 decimal label files: clipped, not reported.
 _ROUNDING = 1e-5
+#: larger label files are not read (a label line is ~40 bytes: this is ~400k boxes).
+MAX_LABEL_BYTES = 16 * 2**20
+# A label value: plain ASCII decimal, optional exponent (float() also takes "0_3", "nan", "١").
+_NUMBER = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 
 
 def img2label_path(im_file: str | os.PathLike[str]) -> Path:
@@ -70,12 +92,14 @@ def find_images(
     for src in sources:
         p = Path(src).expanduser()
         if p.is_dir():
-            files = sorted(f for f in p.rglob("*") if f.is_file())
-            for f in files:
-                (images if _is_image_name(f) else others).append(f)
+            for f in sorted(p.rglob("*")):
+                if f.is_file():
+                    (images if _is_image_name(f) else others).append(f)
+                elif f.is_symlink() or not f.is_dir():
+                    problems.append(_not_a_file(f))
         elif p.is_file() and p.suffix.lower() == ".txt":
             try:
-                lines = p.read_text(encoding="utf-8").splitlines()
+                lines = p.read_text(encoding="utf-8-sig").splitlines()
             except (OSError, UnicodeDecodeError) as e:
                 raise ValueError(f"{prefix}cannot read image list {p}: {e}") from e
             for ln, line in enumerate(lines, 1):
@@ -84,7 +108,12 @@ def find_images(
                     continue
                 f = Path(entry).expanduser()
                 f = f if f.is_absolute() else p.parent / f
-                if not f.is_file():
+                if f.is_symlink() and not f.exists():
+                    n_found += 1
+                    problems.append(
+                        Problem("broken_link", str(p), ln, f"listed image {f} {_link_text(f)}; skipped")
+                    )
+                elif not f.is_file():
                     n_found += 1
                     problems.append(
                         Problem("missing_file", str(p), ln, f"listed image {f} does not exist (skipped)")
@@ -118,8 +147,32 @@ def find_images(
                 f"expected {', '.join(IMG_FORMATS)}); skipped",
             )
         )
-    n_found += len(images) + sum(1 for p in problems if p.kind == "unsupported_file")
+    n_found += len(images) + sum(
+        1 for p in problems if p.kind == "unsupported_file" or (p.kind == "broken_link" and p.line is None)
+    )
     return images, problems, n_found
+
+
+def _link_text(f: Path) -> str:
+    try:
+        target = os.readlink(f)
+    except OSError:
+        target = "?"
+    return f"is a symbolic link to {target}, which does not exist"
+
+
+def _not_a_file(f: Path) -> Problem:
+    """The problem of a folder entry that is neither a file nor a folder to search."""
+    if f.is_symlink() and not f.exists():
+        return Problem("broken_link", str(f), None, f"{_link_text(f)}; skipped")
+    if f.is_dir():
+        return Problem(
+            "unsupported_file",
+            str(f),
+            None,
+            "symbolic link to a folder: not followed (list the folder as a source instead); skipped",
+        )
+    return Problem("unsupported_file", str(f), None, "not a regular file (a device, pipe or socket); skipped")
 
 
 def exif_size(im: Image.Image) -> tuple[int, int]:
@@ -130,6 +183,34 @@ def exif_size(im: Image.Image) -> tuple[int, int]:
     except Exception:  # a broken EXIF block must not reject a decodable image
         orientation = 1
     return (h, w) if orientation in (5, 6, 7, 8) else (w, h)
+
+
+class UnsupportedPixels(ValueError):
+    """An image whose pixels cannot be read as 8-bit RGB without losing them."""
+
+
+def to_rgb(im: Image.Image, fmt: str | None) -> Image.Image:
+    """A decoded image of format ``fmt`` as 8-bit RGB.
+
+    16-bit greyscale (modes ``I;16*``, and ``I`` from a PNG, whose samples are at most 16 bits)
+    keeps the high byte of each sample (``v >> 8``, as libpng and OpenCV read 16-bit files); PIL's
+    own conversion would clip every value above 255 to white. Other modes go through
+    ``Image.convert``. Raises :class:`UnsupportedPixels` for 32-bit integer or float pixels
+    (their range is unknown) and for modes PIL cannot convert to RGB.
+    """
+    mode = im.mode
+    if mode == "RGB":
+        return im
+    if mode.startswith("I;16") or (mode == "I" and fmt == "PNG"):
+        grey = (np.asarray(im).astype(np.uint32) >> 8).astype(np.uint8)
+        return Image.fromarray(grey, "L").convert("RGB")
+    if mode in ("I", "F"):
+        kind = "32-bit integer" if mode == "I" else "floating-point"
+        raise UnsupportedPixels(f"{kind} pixels (mode {mode}) cannot be read as 8-bit RGB; convert the image")
+    try:
+        return im.convert("RGB")
+    except ValueError as e:  # e.g. "conversion from LAB to RGB not supported"
+        raise UnsupportedPixels(f"mode {mode} cannot be converted to RGB ({e})") from e
 
 
 def _check_image(path: Path) -> tuple[tuple[int, int] | None, Problem | None]:
@@ -150,6 +231,9 @@ def _check_image(path: Path) -> tuple[tuple[int, int] | None, Problem | None]:
             if fmt in ("JPEG", "MPO"):
                 im.draft("RGB", (max(1, im.size[0] // 8), max(1, im.size[1] // 8)))
             im.load()
+            to_rgb(im, fmt)
+    except UnsupportedPixels as e:
+        return None, Problem("unsupported_file", str(path), None, f"{e}; skipped")
     except Exception as e:  # any decoder error means the image is unusable
         msg = str(e) or type(e).__name__
         return None, Problem(
@@ -165,12 +249,20 @@ def _parse_label_file(
 ) -> tuple[np.ndarray | None, list[Problem]]:
     """Parse and check one label file. Returns ``(labels or None if the image must be skipped, problems)``."""
     lf = str(label_file)
+    if label_file.is_symlink() and not label_file.exists():
+        return None, [Problem("unreadable_label", lf, None, f"{_link_text(label_file)}; image skipped")]
     if not label_file.is_file():
+        if label_file.exists():  # a folder, pipe or device named like a label file
+            return None, [Problem("unreadable_label", lf, None, "not a regular file; image skipped")]
         return np.zeros((0, 5), np.float32), [
             Problem("missing_label", lf, None, "no label file; image used as background")
         ]
     try:
-        text = label_file.read_text(encoding="utf-8")
+        size = label_file.stat().st_size
+        if size > MAX_LABEL_BYTES:
+            msg = f"label file of {size / 2**20:,.0f} MB (limit {MAX_LABEL_BYTES >> 20} MB); image skipped"
+            return None, [Problem("unreadable_label", lf, None, msg)]
+        text = label_file.read_text(encoding="utf-8-sig")  # a byte-order mark is not part of line 1
     except (OSError, UnicodeDecodeError) as e:
         return None, [Problem("unreadable_label", lf, None, f"cannot read label file ({e}); image skipped")]
     problems: list[Problem] = []
@@ -190,12 +282,11 @@ def _parse_label_file(
                 )
             )
             continue
-        try:
-            vals = [float(v) for v in parts]
-        except ValueError:
-            bad = next(v for v in parts if not _is_float(v))
-            problems.append(Problem("non_numeric", lf, ln, f"non-numeric value {bad!r}; line dropped"))
+        bad = next((v for v in parts if not _NUMBER.fullmatch(v)), None)
+        if bad is not None:
+            problems.append(Problem("non_numeric", lf, ln, f"non-numeric value {bad[:40]!r}; line dropped"))
             continue
+        vals = [float(v) for v in parts]
         if not all(math.isfinite(v) for v in vals):
             problems.append(
                 Problem("non_numeric", lf, ln, f"non-finite value in {raw.strip()!r}; line dropped")
@@ -255,14 +346,6 @@ def _parse_label_file(
         rows.append(row)
     labels = np.array(rows, dtype=np.float32).reshape(-1, 5)
     return labels, problems
-
-
-def _is_float(v: str) -> bool:
-    try:
-        float(v)
-    except ValueError:
-        return False
-    return True
 
 
 def scan_split(
