@@ -281,3 +281,60 @@ def test_cli_explain_and_predict_visualize_on_the_demo(tmp_path) -> None:
     vis = np.asarray(Image.open(tmp_path / "p" / "exp" / image.name), dtype=np.int16)
     plain = np.asarray(Image.open(tmp_path / "q" / "exp" / image.name), dtype=np.int16)
     assert vis.shape == plain.shape and np.abs(vis - plain).mean() > 5  # the heatmap is drawn
+
+
+def test_cli_explain_help_and_errors(tmp_path, capsys) -> None:
+    from yoloattn.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "explain" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["explain", "--help"])
+    out = capsys.readouterr().out
+    assert "--method {layercam,eigencam}" in out and "--rows" in out and "Examples" in out
+    image = str(sorted(DEMO_IMAGES.glob("*.jpg"))[0])
+    args = ["explain", "--weights", str(DEMO_WEIGHTS), "--source", image, "--project", str(tmp_path)]
+    assert main([*args, "--rows", "5"]) == 1
+    assert "not attention rows of this model (attention rows: none)" in capsys.readouterr().err
+    assert main(["explain", "--weights", str(tmp_path / "nope"), "--source", image]) == 1
+    assert not (tmp_path / "exp").exists()
+
+
+# ---- docs/explain.md -----------------------------------------------------------------------
+
+
+def _python_blocks(text: str) -> list[str]:
+    return [b.split("```", 1)[0] for b in text.split("```python\n")[1:]]
+
+
+def test_docs_table_lists_every_key_as_the_code_reads_it() -> None:
+    from yoloattn.attention import list_attention
+    from yoloattn.attention.maps import map_description
+
+    text = (ROOT / "docs" / "explain.md").read_text()
+    for info in list_attention():
+        kind, source, note = map_description(info.key)
+        assert f"| `{info.key}` | {info.category} | {kind} | {source} | {note} |" in text, info.key
+
+
+def test_docs_figure_exists_and_is_small() -> None:
+    text = (ROOT / "docs" / "explain.md").read_text()
+    figures = [line.split("](", 1)[1].split(")", 1)[0] for line in text.splitlines() if line.startswith("![")]
+    assert figures
+    for rel in figures:
+        path = ROOT / "docs" / rel
+        assert path.is_file() and path.stat().st_size < 150_000, rel
+
+
+def test_docs_python_examples_run(tmp_path, capsys) -> None:
+    text = (ROOT / "docs" / "explain.md").read_text()
+    blocks = _python_blocks(text)
+    assert len(blocks) == 2
+    for block in blocks:
+        code = block.replace('"src/yoloattn/demo', f'"{ROOT}/src/yoloattn/demo')
+        code = code.replace('"runs/explain/python"', f'"{tmp_path}/python"')
+        exec(compile(code, "docs/explain.md", "exec"), {})
+    out = capsys.readouterr().out
+    assert "spatial (2, 40, 48) internal" in out and "channel (2, 64)" in out and "True []" in out
+    assert (tmp_path / "python" / "raccoon-110_cam.png").is_file()

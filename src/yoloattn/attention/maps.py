@@ -322,7 +322,7 @@ def _scse(m: Any, x: Tensor, y: Tensor, t: Taps) -> AttentionMap:
 
 
 @_extractor(
-    "cpca", taps=("proj_att", "fc2"), kind="spatial", note="mean over C of |proj(strip convs)|, max 1"
+    "cpca", taps=("proj_att", "fc2"), kind="spatial", note="mean over C of abs(proj(strip convs)), max 1"
 )
 def _cpca(m: Any, x: Tensor, y: Tensor, t: Taps) -> AttentionMap:
     calls = t["proj_att"]  # shared projection: called as proj_in, proj_att, proj_out
@@ -384,18 +384,18 @@ def _triplet(m: Any, x: Tensor, y: Tensor, t: Taps) -> AttentionMap:
 
 
 @_extractor(
-    "lsk", taps=("expand",), kind="spatial", note="mean over C of |selected large-kernel attention|, max 1"
+    "lsk", taps=("expand",), kind="spatial", note="mean over C of abs(selected large-kernel attention), max 1"
 )
 def _lsk(m: Any, x: Tensor, y: Tensor, t: Taps) -> AttentionMap:
     return _spatial(m, _scale_to_max(_f(t["expand"][-1]).abs().mean(1)))
 
 
-@_extractor("lska", taps=("conv1",), kind="spatial", note="mean over C of |attention|, max 1")
+@_extractor("lska", taps=("conv1",), kind="spatial", note="mean over C of abs(attention), max 1")
 def _lska(m: Any, x: Tensor, y: Tensor, t: Taps) -> AttentionMap:
     return _spatial(m, _scale_to_max(_f(t["conv1"][-1]).abs().mean(1)))
 
 
-@_extractor("msca", taps=("conv_mix",), kind="spatial", note="mean over C of |attention|, max 1")
+@_extractor("msca", taps=("conv_mix",), kind="spatial", note="mean over C of abs(attention), max 1")
 def _msca(m: Any, x: Tensor, y: Tensor, t: Taps) -> AttentionMap:
     return _spatial(m, _scale_to_max(_f(t["conv_mix"][-1]).abs().mean(1)))
 
@@ -508,7 +508,7 @@ def _generic_channel(m: Any, x: Tensor, y: Tensor, t: Taps) -> AttentionMap:
     return _channel(m, x, g, bounds=(float("-inf"), float("inf")), source="generic")
 
 
-_GENERIC_NOTE = "generic: ||A(x) - x|| / ||x|| per position, max 1"
+_GENERIC_NOTE = "generic: norm(A(x) - x) / norm(x) per position, max 1"
 for _k in ("bra", "acmix", "cot"):
     _EXTRACTORS[_k] = _Spec((), _generic_spatial, "spatial", _GENERIC_NOTE)
 

@@ -135,7 +135,15 @@ def render_explanation(exp: Explanation, img0: np.ndarray, names: Sequence[str])
     row, and ``"summary"`` (all panels tiled)."""
     boxes = exp.detections.tolist()
     cam = exp.cam
-    text = f"{cam.method} ({cam.target}) on rows {', '.join(map(str, cam.layers))}: {len(boxes)} detection(s)"
+    on = f"on rows {', '.join(map(str, cam.layers))}"
+    title = f"LayerCAM per {cam.target} {on}" if cam.method == "layercam" else f"EigenCAM {on}"
+    if boxes:
+        found = f"{len(boxes)} detection(s)"
+    elif cam.method == "layercam" and cam.labels:
+        found = f"no detection; map of the {cam.labels[0]}"
+    else:
+        found = "no detection"
+    text = f"{title}\n{found}"
     panels = {"cam": caption(draw_boxes(overlay(img0, exp.heatmap), boxes, list(names)), text)}
     for v in exp.rows:
         mode = "max" if v.map.kind == "positions" else "minmax"
