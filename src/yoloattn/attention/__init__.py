@@ -5,7 +5,8 @@
 The package knows nothing of YOLO; it can be used with any ``N x C x H x W`` feature map.
 
 One file per module family (timm's grain), each citing its paper(s); helpers shared by the
-families live once in ``_common.py``; lookup, metadata and keyword aliases in ``registry.py``.
+families live once in ``_common.py``; lookup, metadata and keyword aliases in ``registry.py``;
+``attention_map(module, x)`` (``maps.py``) reads any module's attention in one uniform shape.
 """
 
 # Importing a family module registers its keys.
@@ -43,6 +44,7 @@ from yoloattn.attention import (  # noqa: F401
     srm,
     triplet,
 )
+from yoloattn.attention.maps import AttentionMap, attention_map, capture_maps
 from yoloattn.attention.registry import (
     AttentionInfo,
     create_attention,
@@ -54,6 +56,9 @@ from yoloattn.attention.registry import (
 
 __all__ = [
     "AttentionInfo",
+    "AttentionMap",
+    "attention_map",
+    "capture_maps",
     "create_attention",
     "get_attention_info",
     "list_attention",

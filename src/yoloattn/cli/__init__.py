@@ -18,6 +18,7 @@ SUBCOMMANDS = [
     ("train", "yoloattn.cli.train"),
     ("val", "yoloattn.cli.val"),
     ("predict", "yoloattn.cli.predict"),
+    ("explain", "yoloattn.cli.explain"),
     ("info", "yoloattn.cli.info"),
     ("modules", "yoloattn.cli.modules"),
     ("data", "yoloattn.cli.data"),

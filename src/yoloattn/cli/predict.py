@@ -3,6 +3,7 @@
 Example::
 
     yoloattn predict --weights runs/train/exp --source path/to/images --conf 0.25 --save-txt
+    yoloattn predict --weights runs/train/exp --source path/to/images --visualize  # + LayerCAM heatmap
 """
 
 from __future__ import annotations
@@ -28,9 +29,29 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--device", default="")
     p.add_argument("--save-txt", action="store_true", help="YOLO-format txt per image (class x y w h conf)")
     p.add_argument("--save-json", action="store_true", help="predictions.json with all detections")
+    p.add_argument(
+        "--visualize",
+        nargs="?",
+        const="layercam",
+        choices=("layercam", "eigencam"),
+        default=None,
+        help="draw the detection heatmap under the boxes (default method layercam; see yoloattn explain)",
+    )
     p.add_argument("--project", default="runs/predict")
     p.add_argument("--name", default="exp")
     return p
+
+
+def _heatmap_image(model: Any, path: Any, args: argparse.Namespace) -> Any:
+    """The image with its detection heatmap blended in (``--visualize``)."""
+    from yoloattn.engine.explain import explain_image, overlay
+    from yoloattn.engine.predictor import load_image
+
+    img0 = load_image(path)
+    exp = explain_image(
+        model, img0, imgsz=args.imgsz, rows=[], method=args.visualize, conf=args.conf, iou=args.iou
+    )
+    return overlay(img0, exp.heatmap)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -72,7 +93,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"warning: {res[0]}: {res[1]} (skipped)", file=sys.stderr)
             continue
         n_ok += 1
-        save_prediction(res, names, out, args.save_txt)
+        background = _heatmap_image(model, res.path, args) if args.visualize else None
+        save_prediction(res, names, out, args.save_txt, image=background)
         items += to_json(res, names)
         counts: dict[str, int] = {}
         for c in res.boxes[:, 5].tolist():

@@ -25,7 +25,7 @@ LOGGER = logging.getLogger("yoloattn.predict")
 
 IMG_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 
-__all__ = ["iter_sources", "predict", "Prediction"]
+__all__ = ["iter_sources", "input_stride", "load_image", "predict", "preprocess", "Prediction"]
 
 
 @dataclass
@@ -59,11 +59,31 @@ def iter_sources(source: str) -> tuple[list[Path], list[str]]:
     return images, problems
 
 
-def _load(path: Path) -> np.ndarray:
-    with Image.open(path) as im:
-        im = ImageOps.exif_transpose(im)
+def load_image(path: Path) -> np.ndarray:
+    """The image as an ``H x W x 3`` RGB array, EXIF orientation applied."""
+    with Image.open(path) as f:
+        im = ImageOps.exif_transpose(f)
         im.load()
         return np.asarray(im.convert("RGB"))
+
+
+def input_stride(model: torch.nn.Module) -> int:
+    """The multiple the input sides are padded to: the largest head stride, at least 32."""
+    stride: torch.Tensor = model.stride  # type: ignore[assignment]
+    return max(int(stride.max()), 32)
+
+
+def preprocess(
+    img0: np.ndarray, imgsz: int, stride: int, device: torch.device | str = "cpu"
+) -> tuple[torch.Tensor, tuple[float, float], tuple[float, float]]:
+    """Letterbox ``img0`` (minimal stride-aligned padding) into a ``1 x 3 x H x W`` float tensor.
+
+    Returns the tensor, the ``(rw, rh)`` resize ratio and the ``(left, top)`` padding of
+    :func:`yoloattn.data.augment.letterbox`, so a point maps as ``x' = x * rw + left``.
+    """
+    img, ratio, pad = letterbox(img0, imgsz, auto=True, stride=stride)
+    x = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))).to(device).float()[None] / 255.0
+    return x, ratio, pad
 
 
 @torch.no_grad()
@@ -80,24 +100,30 @@ def predict(
     """Yield a :class:`Prediction` per readable image, or ``(path, error)`` for a bad one."""
     device = torch.device(device)
     model.eval()
-    stride = max(int(model.stride.max()), 32)
+    stride = input_stride(model)
     for path in paths:
         try:
-            img0 = _load(path)
+            img0 = load_image(path)
         except Exception as e:  # unreadable, truncated, not an image
             yield path, f"cannot read image: {e}"
             continue
-        img, _, _ = letterbox(img0, imgsz, auto=True, stride=stride)
-        x = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))).to(device).float()[None] / 255.0
+        x, _, _ = preprocess(img0, imgsz, stride, device)
         out = model(x)[0]
         det = non_max_suppression(out, conf, iou, max_det=max_det)[0]
         det[:, :4] = scale_boxes(x.shape[2:], det[:, :4], img0.shape[:2], official=True)
         yield Prediction(path, det.cpu(), img0.shape[:2])
 
 
-def save_prediction(pred: Prediction, names: list[str], out_dir: Path, save_txt: bool) -> Path:
-    im = Image.open(pred.path)
-    im = ImageOps.exif_transpose(im).convert("RGB")
+def save_prediction(
+    pred: Prediction, names: list[str], out_dir: Path, save_txt: bool, image: Image.Image | None = None
+) -> Path:
+    """Save the image with its boxes (on ``image`` instead of the original when given, e.g. a
+    heatmap overlay of the same size) and, with ``save_txt``, the YOLO-format labels."""
+    if image is None:
+        with Image.open(pred.path) as f:
+            im = ImageOps.exif_transpose(f).convert("RGB")
+    else:
+        im = image
     out = out_dir / pred.path.name
     draw_boxes(im, pred.boxes.tolist(), names).save(out)
     if save_txt:
