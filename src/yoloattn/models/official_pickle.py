@@ -89,7 +89,7 @@ class Placeholder:
 
     def __setstate__(self, state: Any) -> None:
         object.__setattr__(self, "_raw_state", state)
-        merged: dict[str, Any] = dict(self._state)
+        merged: dict[str, Any] = dict(self._state)  # type: ignore[attr-defined]
         parts = state if isinstance(state, tuple) and len(state) == 2 else (state,)
         for part in parts:
             if isinstance(part, dict):
@@ -101,7 +101,7 @@ class Placeholder:
         return f"{cls._pickle_module}.{cls._pickle_name}"
 
     def get(self, name: str, default: Any = None) -> Any:
-        return self._state.get(name, default)
+        return self._state.get(name, default)  # type: ignore[attr-defined]
 
     def __repr__(self) -> str:
         return f"<placeholder {self.qualname()}>"
@@ -365,9 +365,9 @@ def scan_pickle(data: bytes) -> list[tuple[str, str]]:
             if name in _STRING_OPS:
                 recent.append(arg)
             elif name in ("GET", "BINGET", "LONG_BINGET"):
-                recent.append(memo.get(int(arg)))
+                recent.append(memo.get(int(arg)))  # type: ignore[arg-type]
             elif name in ("PUT", "BINPUT", "LONG_BINPUT"):
-                memo[int(arg)] = recent[-1] if recent else None
+                memo[int(arg)] = recent[-1] if recent else None  # type: ignore[arg-type]
             elif name == "MEMOIZE":
                 memo[len(memo)] = recent[-1] if recent else None
             elif name == "GLOBAL":
@@ -393,7 +393,7 @@ def scan_pickle(data: bytes) -> list[tuple[str, str]]:
 
 
 def _load_build(self: RestrictedUnpickler) -> None:
-    stack = self.stack
+    stack = self.stack  # type: ignore[attr-defined]
     state = stack.pop()
     inst = stack[-1]
     if type(inst) is OrderedDict:  # a pickled state_dict carries its `_metadata` attribute: dropped
@@ -405,13 +405,13 @@ def _load_build(self: RestrictedUnpickler) -> None:
     inst.__setstate__(state)
 
 
-_DISPATCH = dict(pickle._Unpickler.dispatch)  # type: ignore[attr-defined]
+_DISPATCH = dict(pickle._Unpickler.dispatch)
 for _op in (pickle.INST, pickle.OBJ, pickle.EXT1, pickle.EXT2, pickle.EXT4, pickle.PERSID):
     _DISPATCH.pop(_op[0], None)
-_DISPATCH[pickle.BUILD[0]] = _load_build
+_DISPATCH[pickle.BUILD[0]] = _load_build  # type: ignore[assignment]
 
 
-class RestrictedUnpickler(pickle._Unpickler):  # type: ignore[name-defined,misc]
+class RestrictedUnpickler(pickle._Unpickler):
     """Unpickler that resolves globals only through the allow-list / placeholder policy.
 
     Built on the pure-Python unpickler so that its dispatch table can be narrowed: opcodes that
