@@ -80,7 +80,7 @@ def predict(
     """Yield a :class:`Prediction` per readable image, or ``(path, error)`` for a bad one."""
     device = torch.device(device)
     model.eval()
-    stride = max(int(model.stride.max()), 32)
+    stride = max(int(model.stride.max()), 32)  # type: ignore[operator]
     for path in paths:
         try:
             img0 = _load(path)
@@ -97,7 +97,7 @@ def predict(
 
 def save_prediction(pred: Prediction, names: list[str], out_dir: Path, save_txt: bool) -> Path:
     im = Image.open(pred.path)
-    im = ImageOps.exif_transpose(im).convert("RGB")
+    im = ImageOps.exif_transpose(im).convert("RGB")  # type: ignore[assignment]
     out = out_dir / pred.path.name
     draw_boxes(im, pred.boxes.tolist(), names).save(out)
     if save_txt:
