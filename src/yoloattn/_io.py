@@ -46,9 +46,9 @@ def atomic_paths(*paths: str | Path) -> Iterator[list[Path]]:
     try:
         for p in targets:
             p.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+            fd, tmp_name = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
             os.close(fd)
-            tmps.append(Path(tmp))
+            tmps.append(Path(tmp_name))
         yield list(tmps)
         mode = 0o666 & ~umask()
         for tmp in tmps:

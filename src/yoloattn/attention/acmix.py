@@ -129,6 +129,7 @@ class ACmix(nn.Module):
             for i in range(kc2):
                 shift[i, i // kernel_conv, i % kernel_conv] = 1.0
             self.dep_conv.weight.copy_(shift.unsqueeze(0).expand(c, -1, -1, -1))
+            assert self.dep_conv.bias is not None
             nn.init.zeros_(self.dep_conv.bias)
 
     def attention_path(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:

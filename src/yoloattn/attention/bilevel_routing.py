@@ -110,7 +110,7 @@ class BiLevelRoutingAttention(nn.Module):
         )
         self.out = nn.Conv2d(channels, channels, 1)
 
-    def _to_regions(self, t: Tensor, rh: Tensor | int, rw: Tensor | int) -> Tensor:
+    def _to_regions(self, t: Tensor, rh: int, rw: int) -> Tensor:
         """``B x C x S*rh x S*rw`` -> ``B x S^2 x (rh*rw) x C``, regions row-major."""
         b, c = t.shape[:2]
         s = self.n_win

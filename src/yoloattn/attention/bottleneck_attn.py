@@ -32,12 +32,12 @@ def _mhsa_params(c: int, heads: int, height: int, width: int, pos: str, **_: obj
     return 3 * c * c + d * (2 * height - 1 + 2 * width - 1)
 
 
-def _resize_table(table: Tensor, length: Tensor | int) -> Tensor:
+def _resize_table(table: Tensor, length: int) -> Tensor:
     """Linearly resample an ``L x d`` table along L to ``length`` rows (end points aligned)."""
     return F.interpolate(table.t().unsqueeze(0), size=length, mode="linear", align_corners=True)[0].t()
 
 
-def _rel_to_abs(table: Tensor, n: Tensor | int) -> Tensor:
+def _rel_to_abs(table: Tensor, n: int) -> Tensor:
     """``(2n-1) x d`` relative table -> ``n x n x d`` with ``[i, j] = table[j - i + n - 1]``."""
     pos = torch.arange(n, device=table.device)
     return table[pos.reshape(1, -1) - pos.reshape(-1, 1) + (n - 1)]
@@ -143,6 +143,8 @@ class BoTMHSA(nn.Module):
         """Content-position logits ``B x heads x HW x HW`` for queries ``B x heads x H x W x d``."""
         b = q.shape[0]
         if self.pos == "rel":
+            th: Tensor
+            tw: Tensor
             th, tw = self.height_rel, self.width_rel
             if resample:
                 th, tw = _resize_table(th, 2 * h - 1), _resize_table(tw, 2 * w - 1)
@@ -151,6 +153,8 @@ class BoTMHSA(nn.Module):
             lw = torch.einsum("bnyxd,xld->bnyxl", q, rw)  # key column x'
             logits = lh.unsqueeze(-1) + lw.unsqueeze(-2)  # B x n x H x W x H x W
             return logits.reshape(b, self.heads, h * w, h * w)
+        ph: Tensor
+        pw: Tensor
         ph, pw = self.height_abs, self.width_abs
         if resample:
             ph = F.interpolate(ph, size=(h, 1), mode="bilinear", align_corners=True)

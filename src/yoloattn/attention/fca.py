@@ -108,6 +108,8 @@ class FCA(nn.Module):
         freq_sel: ``"top1"``, ``"top2"``, ``"top4"``, ``"top8"`` or ``"top16"``.
     """
 
+    dct_filters: Tensor  # buffer registered in __init__
+
     def __init__(
         self, channels: int, reduction: int = 16, dct_size: int = 7, freq_sel: str = "top16"
     ) -> None:

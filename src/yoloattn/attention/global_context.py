@@ -10,6 +10,8 @@ is a deprecated alias converted as ``reduction = 1 / ratio``.
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import Tensor, nn
 
@@ -52,8 +54,8 @@ class _ContextTransform(nn.Sequential):
             nn.ReLU(inplace=True),
             nn.Conv2d(planes, channels, 1),
         )
-        nn.init.zeros_(self[-1].weight)
-        nn.init.zeros_(self[-1].bias)
+        nn.init.zeros_(cast(Tensor, self[-1].weight))
+        nn.init.zeros_(cast(Tensor, self[-1].bias))
 
 
 @register_attention(
@@ -122,6 +124,7 @@ class GlobalContext(nn.Module):
         self.conv_mask = nn.Conv2d(channels, 1, 1) if pooling == "att" else None
         if self.conv_mask is not None:  # official init: Kaiming (fan_in), zero bias
             nn.init.kaiming_normal_(self.conv_mask.weight, mode="fan_in", nonlinearity="relu")
+            assert self.conv_mask.bias is not None
             nn.init.zeros_(self.conv_mask.bias)
         self.channel_mul = _ContextTransform(channels, planes) if "mul" in fusion else None
         self.channel_add = _ContextTransform(channels, planes) if "add" in fusion else None

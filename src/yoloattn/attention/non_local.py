@@ -90,6 +90,7 @@ class NonLocal(nn.Module):
         self.bn = nn.BatchNorm2d(channels)
         for conv in (self.theta, self.phi, self.g, self.w):
             nn.init.normal_(conv.weight, std=0.01)  # official init_std
+            assert conv.bias is not None
             nn.init.zeros_(conv.bias)
         nn.init.zeros_(self.bn.weight)
         nn.init.zeros_(self.bn.bias)

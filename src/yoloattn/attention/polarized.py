@@ -7,6 +7,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
@@ -52,7 +54,7 @@ class _PolarizedBase(nn.Module):
         return x * torch.sigmoid(a).reshape(x.shape[0], 1, x.shape[2], x.shape[3])
 
 
-_PSA_COMMON = {
+_PSA_COMMON: dict[str, Any] = {
     "paper": "Polarized Self-Attention: Towards High-quality Pixel-wise Regression",
     "venue": "arXiv",
     "year": 2021,

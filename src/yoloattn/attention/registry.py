@@ -151,7 +151,7 @@ def translate_aliases(
 
 def _accept_aliases(cls: type[nn.Module], key: str, aliases: Mapping[str, AliasTarget]) -> None:
     """Make ``cls(channels, old_name=...)`` translate deprecated keywords (with a warning)."""
-    init: Callable[..., None] = cls.__init__  # type: ignore[misc]
+    init: Callable[..., None] = cls.__init__
 
     @functools.wraps(init)
     def __init__(self: nn.Module, *args: Any, **kwargs: Any) -> None:

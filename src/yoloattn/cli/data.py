@@ -134,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
                 r.all_labels(), cfg.names, out_dir / name, title=f"{cfg.yaml_path.stem} {split}"
             )
             w(f"wrote {path}\n")
-    for e in errors:
-        print(f"yoloattn data check: error: {e}", file=sys.stderr)
+    for err in errors:
+        print(f"yoloattn data check: error: {err}", file=sys.stderr)
         status = 1
     return status

@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -299,7 +299,7 @@ def kmean_anchors(
 def _find_detect(model: nn.Module) -> Detect:
     if isinstance(model, Detect):
         return model
-    m = model.module if isinstance(getattr(model, "module", None), nn.Module) else model
+    m = cast(nn.Module, model.module) if isinstance(getattr(model, "module", None), nn.Module) else model
     if isinstance(m, Detect):
         return m
     heads = [x for x in m.modules() if isinstance(x, Detect)]

@@ -130,7 +130,9 @@ def to_coco_gt(
         nc = len(names)
     lookup, nc = _category_lookup(category_ids, nc)
 
-    img_entries, anns, seen_ids = [], [], set()
+    img_entries: list[dict[str, Any]] = []
+    anns: list[dict[str, Any]] = []
+    seen_ids: set[int] = set()
     max_cls = -1
     for i, (img, b, c) in enumerate(zip(images, boxes, classes)):
         if len(img) != 3:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -41,7 +41,7 @@ def attention_layers(model: nn.Module) -> dict[int, nn.Module]:
     """Row index -> layer for every attention row of a detector (gated or plain)."""
     inner = getattr(model, "module", model)
     rows = getattr(inner, "rows", None)
-    layers = _layers(model)
+    layers = cast(nn.Sequential, _layers(model))
     if rows is None:
         return {}
     return {r.index: layers[r.index] for r in rows if r.kind == "attention"}

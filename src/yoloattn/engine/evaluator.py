@@ -73,7 +73,7 @@ def evaluate(
     preds_json: list[dict[str, Any]] = []
     gt_images: list[dict[str, Any]] = []
     gt_anns: list[dict[str, Any]] = []
-    samples = []
+    samples: list[tuple[str, torch.Tensor, torch.Tensor]] = []
     t_pre = t_inf = t_nms = 0.0
     n_img = 0
     use_half = half and device.type == "cuda"

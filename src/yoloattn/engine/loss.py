@@ -316,7 +316,7 @@ class ComputeLoss:
             )
         self.hyp = {k: float(hyp[k]) for k in LOSS_HYP_KEYS}
         self.hyp["label_smoothing"] = float(hyp.get("label_smoothing", 0.0))
-        head = detect_head(model)
+        head: Any = detect_head(model)  # duck-typed: nc, nl, na, anchors, stride
         self.detect = head
         self.nc, self.nl, self.na = int(head.nc), int(head.nl), int(head.na)
         self.no = self.nc + 5

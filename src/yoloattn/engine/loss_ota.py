@@ -80,7 +80,7 @@ class ComputeLossOTA(ComputeLoss):
     YOLOv7 loss does (spec 7.2: one more item than ``ComputeLoss``, the unscaled total).
     """
 
-    def build_targets(  # type: ignore[override]
+    def build_targets(
         self, p: Sequence[Tensor], targets: Tensor, imgs: Tensor | None = None
     ) -> list[LevelTargets]:
         """Positives per level after dynamic-k matching (image-major, candidate order within)."""
@@ -169,7 +169,7 @@ class ComputeLossOTA(ComputeLoss):
         empty = _empty_level(device, torch.float32)
         return [LevelTargets.cat(parts[i], empty) for i in range(len(p))]
 
-    def __call__(  # type: ignore[override]
+    def __call__(
         self, p: Sequence[Tensor], targets: Tensor, imgs: Tensor | None = None
     ) -> tuple[Tensor, Tensor]:
         p = list(p)

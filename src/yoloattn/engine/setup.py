@@ -352,8 +352,8 @@ def warmup_new_fixed(model: nn.Module, warmup_new: int) -> list[nn.Parameter]:
 
     bare = unwrap(model)
     free = {id(p) for layer in attention_layers(bare).values() for p in layer.parameters()}
-    free.update(id(p) for p in bare.model[-1].parameters())
-    if len(free) == len(list(bare.model[-1].parameters())):
+    free.update(id(p) for p in bare.model[-1].parameters())  # type: ignore[index,union-attr]
+    if len(free) == len(list(bare.model[-1].parameters())):  # type: ignore[index,union-attr]
         LOGGER.warning(
             "--warmup-new %d: the model has no attention rows; only the head trains then", warmup_new
         )
@@ -370,7 +370,7 @@ def log_insertion(model: nn.Module, cfg: TrainConfig) -> None:
     if not rows:
         return
     gated = sum(isinstance(m, ResidualGate) for m in rows.values())
-    mode = insert_mode(unwrap(model).yaml)
+    mode = insert_mode(unwrap(model).yaml)  # type: ignore[arg-type]
     text = f"insertion: {mode} ({len(rows)} attention rows, {gated} gated"
     if gated:
         text += f", gate lr x{cfg.gate_lr_mult:g}"

@@ -272,7 +272,7 @@ def architecture_figures(cfg, variants) -> dict[str, dict[str, float]]:
             "gflops": count_flops(m, torch.zeros(1, 3, imgsz, imgsz)),
         }
     if not cfg.skip_latency and models:
-        for k, ms in measure_latency(models, imgsz, cfg.latency_runs).items():
+        for k, ms in measure_latency(models, imgsz, cfg.latency_runs).items():  # type: ignore[arg-type]
             out[k]["latency_ms"] = ms
     return out
 

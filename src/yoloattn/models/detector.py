@@ -65,6 +65,9 @@ class Model(nn.Module):
             derived from the rows), for counting parameters of large models quickly.
     """
 
+    model: nn.Sequential
+    stride: Tensor  # non-persistent buffer registered in __init__
+
     def __init__(
         self,
         cfg: str | Path | Mapping[str, Any] = "yolov5s",
@@ -181,8 +184,9 @@ class Model(nn.Module):
 
     # ------------------------------------------------------------------ forward
 
-    def _forward_once(self, x: Tensor) -> Any:
+    def _forward_once(self, x: Any) -> Any:
         y: list[Any] = []
+        m: Any  # row layers carry the plain attributes ``i`` and ``f`` set by parse_model
         for m in self.model:
             if m.f != -1:
                 x = y[m.f] if isinstance(m.f, int) else [x if j == -1 else y[j] for j in m.f]
@@ -216,7 +220,8 @@ class Model(nn.Module):
             if isinstance(m, (Conv, RepConv, IDetect)):
                 m.fuse()
         for layer in self.model:
-            layer.np = sum(p.numel() for p in layer.parameters())
+            # nn.Module.__setattr__ is typed for tensors/modules; plain attributes are fine at runtime
+            layer.np = sum(p.numel() for p in layer.parameters())  # type: ignore[assignment]
         return self
 
     @property

@@ -8,7 +8,7 @@ YOLOv5s at 640x640 this gives 16.434 GFLOPs (``shared/spec/yolo-architectures.md
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -60,7 +60,8 @@ def profile(model: nn.Module, imgsz: int | tuple[int, int] = 640, batch: int = 1
     model.eval()
     try:
         with torch.no_grad():
-            for k, m in enumerate(model.model):
+            m: Any  # row layers carry the plain attributes ``i``, ``f``, ``type`` set by parse_model
+            for k, m in enumerate(cast(nn.Sequential, model.model)):
                 if m.f != -1:
                     x = y[m.f] if isinstance(m.f, int) else [x if j == -1 else y[j] for j in m.f]
                 with FlopCounterMode(display=False) as fc:

@@ -126,11 +126,12 @@ def save_model(
     meta = dict(meta or {})
     tensors = _tensors_for_saving(model.state_dict(), half)
     index_map = getattr(model, "index_map", None)
+    cfg_nc: int = cfg.get("nc", 0)
     sidecar: dict[str, Any] = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "model_name": getattr(model, "yaml_file", None),
-        "nc": int(getattr(model, "nc", cfg.get("nc", 0))),
+        "nc": int(getattr(model, "nc", cfg_nc)),
         "names": [str(n) for n in getattr(model, "names", [])],
         "imgsz": meta.pop("imgsz", None),
         "dtype": "float16" if half else "float32",

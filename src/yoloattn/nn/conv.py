@@ -14,6 +14,7 @@ training (Fig. 2) and folded into one biased 3x3 conv for deployment (Sec. 3.3, 
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -51,10 +52,10 @@ def fold_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
     fused = nn.Conv2d(
         conv.in_channels,
         conv.out_channels,
-        conv.kernel_size,
-        conv.stride,
-        conv.padding,
-        conv.dilation,
+        cast("tuple[int, int]", conv.kernel_size),
+        cast("tuple[int, int]", conv.stride),
+        cast("str | tuple[int, int]", conv.padding),
+        cast("tuple[int, int]", conv.dilation),
         conv.groups,
         bias=True,
         padding_mode=conv.padding_mode,
@@ -106,7 +107,8 @@ class Conv(nn.Module):
         super().__init__()
         if isinstance(d, (nn.Module, bool)):  # YOLOv7 positional form: (c1, c2, k, s, p, g, act)
             act, d = d, 1
-        self.conv = nn.Conv2d(c1, c2, k, s, autopad(k, p, d), groups=g, dilation=d, bias=False)
+        # a list kernel/padding is fine at runtime (torch turns any sequence into a tuple)
+        self.conv = nn.Conv2d(c1, c2, k, s, autopad(k, p, d), groups=g, dilation=d, bias=False)  # type: ignore[arg-type]
         self.bn = nn.BatchNorm2d(c2)
         self.uses_default_act = act is True
         self.act = make_act(act)
@@ -193,11 +195,11 @@ class RepConv(nn.Module):
     @torch.no_grad()
     def equivalent_kernel_bias(self) -> tuple[Tensor, Tensor]:
         """The 3x3 kernel and bias of the single conv equal to the three training branches."""
-        conv3, bn3 = self.rbr_dense[0], self.rbr_dense[1]
+        conv3, bn3 = cast(nn.Conv2d, self.rbr_dense[0]), cast(nn.BatchNorm2d, self.rbr_dense[1])
         s3, b3 = self._bn_scale_shift(bn3)
         kernel = conv3.weight * s3.view(-1, 1, 1, 1)
         bias = b3.clone()
-        conv1, bn1 = self.rbr_1x1[0], self.rbr_1x1[1]
+        conv1, bn1 = cast(nn.Conv2d, self.rbr_1x1[0]), cast(nn.BatchNorm2d, self.rbr_1x1[1])
         s1, b1 = self._bn_scale_shift(bn1)
         kernel = kernel + nn.functional.pad(conv1.weight * s1.view(-1, 1, 1, 1), [1, 1, 1, 1])
         bias = bias + b1
@@ -217,12 +219,12 @@ class RepConv(nn.Module):
         if hasattr(self, "rbr_reparam"):
             return
         kernel, bias = self.equivalent_kernel_bias()
-        dense = self.rbr_dense[0]
+        dense = cast(nn.Conv2d, self.rbr_dense[0])
         conv = nn.Conv2d(
             self.in_channels,
             self.out_channels,
             3,
-            dense.stride,
+            cast("tuple[int, int]", dense.stride),
             1,
             groups=self.groups,
             bias=True,

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -77,6 +78,9 @@ class Detect(nn.Module):
 
     #: offset in the class-bias prior ``log(0.6 / (nc - offset))`` (YOLOv5 uses 0.99999).
     cls_prior_offset = 0.99999
+    # buffers registered in __init__ (declared for the type checker)
+    anchors: Tensor
+    stride: Tensor
 
     def __init__(
         self,
@@ -151,7 +155,7 @@ class Detect(nn.Module):
         ``log(0.6 / (nc - cls_prior_offset))``, or ``log(freq / sum(freq))`` when given.
         """
         for mi, s in zip(self.m, strides):
-            b = mi.bias.view(self.na, -1)
+            b = cast(Tensor, mi.bias).view(self.na, -1)
             b[:, 4] += math.log(8 / (640 / s) ** 2)
             if class_freq is None:
                 b[:, 5 : 5 + self.nc] += math.log(0.6 / (self.nc - self.cls_prior_offset))
@@ -173,6 +177,7 @@ class IDetect(Detect):
     """
 
     cls_prior_offset = 0.99
+    anchor_grid: Tensor  # buffer registered in _register_extra_buffers
 
     def __init__(
         self,
@@ -205,8 +210,11 @@ class IDetect(Detect):
         """Fold the implicit layers into the 1x1 output convs (spec section 4.10)."""
         if self.fused:
             return
-        for conv, ia, im in zip(self.m, self.ia, self.im):
+        convs = cast("list[nn.Conv2d]", self.m)
+        ias, ims = cast("list[ImplicitA]", self.ia), cast("list[ImplicitM]", self.im)
+        for conv, ia, im in zip(convs, ias, ims):
             w = conv.weight  # (no*na, c, 1, 1)
+            assert conv.bias is not None  # the head convs are biased
             conv.bias += (w.flatten(1) @ ia.implicit.view(-1, 1)).view(-1)
             scale = im.implicit.view(-1)
             conv.bias *= scale
