@@ -673,7 +673,7 @@ def _load_newobj_ex(self: Any) -> None:
     _new(self, args, kwargs)
 
 
-_DISPATCH: dict[int, Callable[[Any], None]] = dict(pickle._Unpickler.dispatch)  # type: ignore[attr-defined]
+_DISPATCH: dict[int, Callable[[Any], None]] = dict(pickle._Unpickler.dispatch)
 for _op in (pickle.INST, pickle.OBJ, pickle.EXT1, pickle.EXT2, pickle.EXT4, pickle.PERSID):
     _DISPATCH.pop(_op[0], None)
 _DISPATCH[pickle.BUILD[0]] = _load_build
@@ -688,7 +688,7 @@ _DISPATCH[pickle.NEWOBJ[0]] = _load_newobj
 _DISPATCH[pickle.NEWOBJ_EX[0]] = _load_newobj_ex
 
 
-class RestrictedUnpickler(pickle._Unpickler):  # type: ignore[name-defined,misc]
+class RestrictedUnpickler(pickle._Unpickler):
     """Unpickler that resolves globals only through the allow-list / placeholder policy.
 
     Built on the pure-Python unpickler so that its dispatch table can be narrowed: opcodes that

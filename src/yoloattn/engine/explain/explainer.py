@@ -18,11 +18,12 @@ from PIL import Image
 from torch import nn
 
 from yoloattn.attention import AttentionMap
+from yoloattn.data.boxes import scale_boxes
 from yoloattn.engine.draw import draw_boxes
 from yoloattn.engine.explain.cam import CamResult, explain_detections
 from yoloattn.engine.explain.render import caption, channel_strip, grid, normalise, overlay, to_image
 from yoloattn.engine.explain.rows import AttentionRow, attention_rows, capture_rows
-from yoloattn.engine.nms import PREDICT_NMS, scale_boxes
+from yoloattn.engine.nms import PREDICT_NMS
 from yoloattn.engine.predictor import input_stride, preprocess
 
 __all__ = [
@@ -107,7 +108,7 @@ def explain_image(
         views.append(RowView(r, amap, to_image(spatial[0], input_hw, ratio, pad, hw0)))
     det = cam.detections.clone()
     if len(det):
-        det[:, :4] = scale_boxes(input_hw, det[:, :4], hw0)
+        det[:, :4] = scale_boxes(input_hw, det[:, :4], hw0, official=True)
     heat = np.clip(to_image(cam.heatmap, input_hw, ratio, pad, hw0), 0.0, 1.0)
     return Explanation(hw0, det.cpu(), heat, cam, views, input_hw)
 
