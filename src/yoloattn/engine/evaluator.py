@@ -28,7 +28,19 @@ from yoloattn.engine.nms import VAL_NMS, non_max_suppression
 
 LOGGER = logging.getLogger("yoloattn.val")
 
-__all__ = ["EvalResult", "evaluate", "evaluate_run", "format_table"]
+__all__ = [
+    "DEFAULT_PROTOCOL",
+    "PROTOCOLS",
+    "EvalResult",
+    "evaluate",
+    "evaluate_run",
+    "format_table",
+    "protocol_loader",
+]
+
+#: Validation geometries (:func:`protocol_loader`); the first is the default.
+PROTOCOLS = ("per-image", "official-rect")
+DEFAULT_PROTOCOL = PROTOCOLS[0]
 
 
 @dataclass
@@ -60,7 +72,12 @@ def evaluate(
     verbose: bool = True,
     keep_samples: int = 0,
 ) -> EvalResult:
-    """Evaluate ``model`` on the batches of ``loader`` (collate format of ``yoloattn.data``)."""
+    """Evaluate ``model`` on the batches of ``loader`` (collate format of ``yoloattn.data``).
+
+    Every quantity is computed per image (detections, matching, the validation loss averaged
+    over images), so with the ``per-image`` protocol (:func:`protocol_loader`) the result does
+    not depend on how the images are batched.
+    """
     from tqdm import tqdm
 
     device = torch.device(device)
@@ -88,8 +105,11 @@ def evaluate(
         with torch.autocast(device.type, enabled=use_half):
             out, levels = model(imgs)
         t2 = time.perf_counter()
-        if loss_fn is not None:
-            loss += loss_fn([x.float() for x in levels], targets)[1]
+        if loss_fn is not None:  # per image, so the mean does not depend on how images are batched
+            for si in range(nb):
+                ti = targets[targets[:, 0] == si].clone()
+                ti[:, 0] = 0.0
+                loss += loss_fn([x[si : si + 1].float() for x in levels], ti)[1]
         dets = non_max_suppression(out.float(), conf, iou, multi_label=True, max_det=max_det)
         t3 = time.perf_counter()
         t_pre, t_inf, t_nms = t_pre + t1 - t0, t_inf + t2 - t1, t_nms + t3 - t2
@@ -170,7 +190,7 @@ def evaluate(
     if was_training:
         model.train()
     return EvalResult(
-        metrics, per_class, (loss / max(len(loader), 1)).cpu(), speed, preds_json, coco_gt, dm, cm, samples
+        metrics, per_class, (loss / max(n_img, 1)).cpu(), speed, preds_json, coco_gt, dm, cm, samples
     )
 
 
@@ -203,6 +223,58 @@ def format_table(res: EvalResult) -> str:
     return "\n".join(lines)
 
 
+def protocol_loader(
+    sources: Any,
+    imgsz: int,
+    batch: int,
+    stride: int,
+    protocol: str = DEFAULT_PROTOCOL,
+    *,
+    workers: int = 0,
+    seed: int = 0,
+    cache_dir: str | None = None,
+    nc: int | None = None,
+    single_cls: bool = False,
+    cache_images: bool = False,
+    prefix: str = "val: ",
+) -> tuple[Any, Any]:
+    """``(dataset, loader)`` of validation images in the geometry of ``protocol``: the one
+    place where the trainer's per-epoch validation, ``compare`` and ``yoloattn val`` get their
+    batches.
+
+    * ``per-image`` (default): every image is resized so its long side is ``imgsz`` and padded
+      (centred) only up to the next multiple of ``stride`` on its short side; a batch holds only
+      images of one shape (``batch`` is an upper bound), so no image is padded to another's shape
+      and the metrics do not depend on the batch size or the number of workers.
+    * ``official-rect``: the official val scripts' rect batches (images sorted by aspect ratio,
+      each run of ``batch`` images padded to a shared shape with half a stride extra). Kept to
+      reproduce published numbers; its metrics change with the batch size.
+    """
+    from yoloattn.data import YoloDataset, build_dataloader
+
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown validation protocol {protocol!r}; choose from {', '.join(PROTOCOLS)}")
+    per_image = protocol == "per-image"
+    ds = YoloDataset(
+        sources,
+        imgsz=imgsz,
+        augment=False,
+        hyp=None,  # no augmentation
+        rect=True,
+        batch_size=batch,
+        stride=stride,
+        pad=0.0 if per_image else 0.5,
+        seed=seed,
+        cache_dir=cache_dir,
+        prefix=prefix,
+        nc=nc,
+        cache_images=cache_images,
+        single_cls=single_cls,
+        per_image=per_image,
+    )
+    return ds, build_dataloader(ds, batch, shuffle=False, workers=workers, seed=seed)
+
+
 def build_val_loader(
     data: str,
     imgsz: int,
@@ -212,10 +284,12 @@ def build_val_loader(
     workers: int = 0,
     cache_dir: str | None = None,
     single_cls: bool = False,
-):
-    """``(dataset config, loader)`` of a split in the official validation geometry (rect batches,
-    half-stride padding). ``single_cls`` scores every class as one ("item"), as ``train --single-cls``."""
-    from yoloattn.data import YoloDataset, build_dataloader, load_dataset_config
+    protocol: str = DEFAULT_PROTOCOL,
+) -> tuple[Any, Any]:
+    """``(dataset config, loader)`` of a split of the dataset YAML ``data`` in the geometry of
+    ``protocol`` (:func:`protocol_loader`). ``single_cls`` scores every class as one ("item"),
+    as ``train --single-cls``."""
+    from yoloattn.data import load_dataset_config
 
     dcfg = load_dataset_config(data)
     scan_nc = dcfg.nc
@@ -224,20 +298,19 @@ def build_val_loader(
     sources = getattr(dcfg, split, None)
     if not sources:
         raise ValueError(f"dataset {data} has no {split!r} split")
-    ds = YoloDataset(
+    _, loader = protocol_loader(
         sources,
-        imgsz=imgsz,
-        augment=False,
-        rect=True,
-        batch_size=batch,
-        stride=stride,
-        pad=0.5,
+        imgsz,
+        batch,
+        stride,
+        protocol,
+        workers=workers,
         cache_dir=cache_dir,
-        prefix=f"{split}: ",
         nc=scan_nc,
         single_cls=single_cls,
+        prefix=f"{split}: ",
     )
-    return dcfg, build_dataloader(ds, batch, shuffle=False, workers=workers, seed=0)
+    return dcfg, loader
 
 
 def resolve_weights(path: str | Path) -> Path:
