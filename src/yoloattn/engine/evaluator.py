@@ -25,22 +25,11 @@ from torch import nn
 from yoloattn.data.boxes import scale_boxes, xywh2xyxy
 from yoloattn.engine.metrics import ConfusionMatrix, DetMetrics
 from yoloattn.engine.nms import VAL_NMS, non_max_suppression
+from yoloattn.engine.protocol import DEFAULT_PROTOCOL, protocol_loader
 
 LOGGER = logging.getLogger("yoloattn.val")
 
-__all__ = [
-    "DEFAULT_PROTOCOL",
-    "PROTOCOLS",
-    "EvalResult",
-    "evaluate",
-    "evaluate_run",
-    "format_table",
-    "protocol_loader",
-]
-
-#: Validation geometries (:func:`protocol_loader`); the first is the default.
-PROTOCOLS = ("per-image", "official-rect")
-DEFAULT_PROTOCOL = PROTOCOLS[0]
+__all__ = ["EvalResult", "build_val_loader", "evaluate", "evaluate_run", "format_table"]
 
 
 @dataclass
@@ -76,8 +65,8 @@ def evaluate(
     """Evaluate ``model`` on the batches of ``loader`` (collate format of ``yoloattn.data``).
 
     Every quantity is computed per image (detections, matching, the validation loss averaged
-    over images), so with the ``per-image`` protocol (:func:`protocol_loader`) the result does
-    not depend on how the images are batched. The model runs on ``forward_batch`` images at a
+    over images), so with the ``per-image`` protocol (:mod:`yoloattn.engine.protocol`) the
+    result does not depend on how the images are batched. The model runs on ``forward_batch`` images at a
     time (default 1): convolution kernels (oneDNN on CPU, cuDNN on GPU) are chosen per input
     shape, batch size included, and two kernels round differently (measured on the demo model:
     up to 4e-6 on one layer's activations at batch 8 vs 1), so only a fixed forward batch makes
@@ -241,58 +230,6 @@ def format_table(res: EvalResult) -> str:
     return "\n".join(lines)
 
 
-def protocol_loader(
-    sources: Any,
-    imgsz: int,
-    batch: int,
-    stride: int,
-    protocol: str = DEFAULT_PROTOCOL,
-    *,
-    workers: int = 0,
-    seed: int = 0,
-    cache_dir: str | None = None,
-    nc: int | None = None,
-    single_cls: bool = False,
-    cache_images: bool = False,
-    prefix: str = "val: ",
-) -> tuple[Any, Any]:
-    """``(dataset, loader)`` of validation images in the geometry of ``protocol``: the one
-    place where the trainer's per-epoch validation, ``compare`` and ``yoloattn val`` get their
-    batches.
-
-    * ``per-image`` (default): every image is resized so its long side is ``imgsz`` and padded
-      (centred) only up to the next multiple of ``stride`` on its short side; a batch holds only
-      images of one shape (``batch`` is an upper bound), so no image is padded to another's shape
-      and the metrics do not depend on the batch size or the number of workers.
-    * ``official-rect``: the official val scripts' rect batches (images sorted by aspect ratio,
-      each run of ``batch`` images padded to a shared shape with half a stride extra). Kept to
-      reproduce published numbers; its metrics change with the batch size.
-    """
-    from yoloattn.data import YoloDataset, build_dataloader
-
-    if protocol not in PROTOCOLS:
-        raise ValueError(f"unknown validation protocol {protocol!r}; choose from {', '.join(PROTOCOLS)}")
-    per_image = protocol == "per-image"
-    ds = YoloDataset(
-        sources,
-        imgsz=imgsz,
-        augment=False,
-        hyp=None,  # no augmentation
-        rect=True,
-        batch_size=batch,
-        stride=stride,
-        pad=0.0 if per_image else 0.5,
-        seed=seed,
-        cache_dir=cache_dir,
-        prefix=prefix,
-        nc=nc,
-        cache_images=cache_images,
-        single_cls=single_cls,
-        per_image=per_image,
-    )
-    return ds, build_dataloader(ds, batch, shuffle=False, workers=workers, seed=seed)
-
-
 def build_val_loader(
     data: str,
     imgsz: int,
@@ -305,8 +242,8 @@ def build_val_loader(
     protocol: str = DEFAULT_PROTOCOL,
 ) -> tuple[Any, Any]:
     """``(dataset config, loader)`` of a split of the dataset YAML ``data`` in the geometry of
-    ``protocol`` (:func:`protocol_loader`). ``single_cls`` scores every class as one ("item"),
-    as ``train --single-cls``."""
+    ``protocol`` (:func:`yoloattn.engine.protocol.protocol_loader`). ``single_cls`` scores every
+    class as one ("item"), as ``train --single-cls``."""
     from yoloattn.data import load_dataset_config
 
     dcfg = load_dataset_config(data)

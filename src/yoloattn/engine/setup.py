@@ -250,9 +250,9 @@ def build_train_loader(cfg: TrainConfig, train_set: Any, rank: int, world: int) 
 
 def build_val_loader(cfg: TrainConfig, data: Any, gs: int, scan_nc: int) -> tuple[Any, Any]:
     """``(val set, val loader)``: the validation protocol of ``yoloattn val`` and ``compare``
-    (:func:`yoloattn.engine.evaluator.protocol_loader`, ``per-image``), at most twice
+    (:func:`yoloattn.engine.protocol.protocol_loader`, ``per-image``), at most twice
     ``--batch`` images per batch, no augmentation."""
-    from yoloattn.engine.evaluator import DEFAULT_PROTOCOL, protocol_loader
+    from yoloattn.engine.protocol import DEFAULT_PROTOCOL, protocol_loader
 
     return protocol_loader(
         data.val,
