@@ -22,7 +22,12 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     )
     p.add_argument("--weights", required=True, help="run folder or .safetensors file")
     p.add_argument("--source", required=True, nargs="+", help="image file(s), folder(s) or glob(s)")
-    p.add_argument("--imgsz", type=int, default=640)
+    p.add_argument(
+        "--imgsz",
+        type=int,
+        default=None,
+        help="image size (default: the one recorded in the weights' sidecar, else 640)",
+    )
     p.add_argument("--conf", type=float, default=0.25, help="confidence threshold (predict default 0.25)")
     p.add_argument("--iou", type=float, default=0.45, help="NMS IoU threshold (predict default 0.45)")
     p.add_argument("--max-det", type=int, default=1000)
@@ -67,11 +72,15 @@ def run(args: argparse.Namespace) -> int:
         save_prediction,
         to_json,
     )
+    from yoloattn.engine.protocol import resolve_eval_options
     from yoloattn.engine.runs import increment_path
     from yoloattn.models.weights import load_model
 
     device = select_device(args.device)
-    model = load_model(resolve_weights(args.weights), device=device)
+    wpath = resolve_weights(args.weights)
+    imgsz, _, note = resolve_eval_options(wpath, args.imgsz)
+    print(note.split(",")[0])  # single-cls plays no part in prediction
+    model = load_model(wpath, device=device)
     names = list(model.names)
     paths, problems = [], []
     for src in args.source:
@@ -86,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True)
     items, n_ok, n_bad = [], 0, 0
     for res in predict(
-        model, paths, imgsz=args.imgsz, conf=args.conf, iou=args.iou, max_det=args.max_det, device=device
+        model, paths, imgsz=imgsz, conf=args.conf, iou=args.iou, max_det=args.max_det, device=device
     ):
         if not isinstance(res, Prediction):
             n_bad += 1

@@ -6,7 +6,11 @@ true (right) boxes.
 
 Example::
 
-    yoloattn val --weights runs/train/exp --data data.yaml --imgsz 640
+    yoloattn val --weights runs/train/exp --data data.yaml
+
+``--imgsz`` and ``--single-cls`` default to what the weights' sidecar records (the training
+image size and ``--single-cls``), else 640 px and multi-class; the values used are printed.
+The default ``--protocol per-image`` gives the same metrics at every ``--batch``.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ from __future__ import annotations
 import argparse
 import json
 from typing import Any
+
+from yoloattn.engine.protocol import DEFAULT_PROTOCOL, PROTOCOLS
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
@@ -25,8 +31,23 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     )
     p.add_argument("--weights", required=True, help="run folder or .safetensors file")
     p.add_argument("--data", required=True, help="dataset YAML")
-    p.add_argument("--imgsz", type=int, default=640)
-    p.add_argument("--batch", type=int, default=32)
+    p.add_argument(
+        "--imgsz",
+        type=int,
+        default=None,
+        help="image size (default: the one recorded in the weights' sidecar, else 640)",
+    )
+    p.add_argument(
+        "--batch", type=int, default=32, help="images per batch (an upper bound; no effect on metrics)"
+    )
+    p.add_argument(
+        "--protocol",
+        choices=PROTOCOLS,
+        default=DEFAULT_PROTOCOL,
+        help="per-image: each image padded only to its own stride multiple, metrics independent of "
+        "--batch; official-rect: the official val scripts' rect batches (to reproduce published "
+        "numbers; metrics change with --batch). See docs/evaluation.md",
+    )
     p.add_argument("--conf", type=float, default=0.001, help="confidence threshold (val default 0.001)")
     p.add_argument("--iou", type=float, default=0.6, help="NMS IoU threshold (val default 0.6)")
     p.add_argument("--split", choices=["val", "test", "train"], default="val")
@@ -38,8 +59,9 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--samples", type=int, default=4, help="images drawn with predicted and true boxes")
     p.add_argument(
         "--single-cls",
-        action="store_true",
-        help="score all classes as one (models from train --single-cls)",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="score all classes as one (default: as the weights were trained, from their sidecar)",
     )
     return p
 
@@ -63,17 +85,33 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from yoloattn.engine.distributed import select_device
-    from yoloattn.engine.evaluator import build_val_loader, evaluate, format_table, resolve_weights
+    from yoloattn.engine.evaluator import (
+        build_val_loader,
+        evaluate,
+        format_table,
+        resolve_weights,
+    )
     from yoloattn.engine.plots import plot_confusion_matrix, plot_metric_curves
+    from yoloattn.engine.protocol import resolve_eval_options
     from yoloattn.engine.runs import increment_path
     from yoloattn.models.weights import load_model
 
     device = select_device(args.device)
     wpath = resolve_weights(args.weights)
+    imgsz, single_cls, note = resolve_eval_options(wpath, args.imgsz, args.single_cls)
+    print(f"{note}, protocol {args.protocol}")
     model = load_model(wpath, device=device)
     stride = max(int(model.stride.max()), 32)
     dcfg, loader = build_val_loader(
-        args.data, args.imgsz, args.batch, stride, args.split, args.workers, args.cache_dir, args.single_cls
+        args.data,
+        imgsz,
+        args.batch,
+        stride,
+        args.split,
+        args.workers,
+        args.cache_dir,
+        single_cls,
+        protocol=args.protocol,
     )
     names = list(dcfg.names)
     if model.nc != len(names):
@@ -89,7 +127,9 @@ def run(args: argparse.Namespace) -> int:
                 "weights": str(wpath),
                 "data": args.data,
                 "split": args.split,
-                "imgsz": args.imgsz,
+                "imgsz": imgsz,
+                "single_cls": single_cls,
+                "protocol": args.protocol,
                 "metrics": res.metrics,
                 "per_class": res.per_class,
                 "speed_ms": res.speed_ms,

@@ -98,6 +98,13 @@ class YoloDataset(torch.utils.data.Dataset):
             ratio h/w and each run of ``batch_size`` images gets the shape
             ``ceil(ratio * imgsz / stride + pad) * stride`` (``batch_shapes``); disables mosaic.
         batch_size, stride, pad: rect batch-shape parameters.
+        per_image: with ``rect``, no image is padded to another image's shape: each image gets
+            its own shape ``ceil(ratio * imgsz / stride + pad) * stride`` (its aspect ratio
+            alone; with ``pad=0`` the long side is ``imgsz`` and the short side is padded up to
+            the next multiple of ``stride``) and a batch group holds only images of one shape,
+            at most ``batch_size`` of them. The groups do not depend on ``batch_size`` beyond
+            how each run of equal shapes is cut, so every image is served identically whatever
+            the batch size (the batch-size-independent validation protocol).
         seed: augmentation seed for int indexing.
         cache_dir: scan-cache location override.
         prefix: log/error prefix.
@@ -128,6 +135,7 @@ class YoloDataset(torch.utils.data.Dataset):
         use_cache: bool = True,
         cache_images: bool = False,
         single_cls: bool = False,
+        per_image: bool = False,
     ) -> None:
         if stride <= 0 or imgsz <= 0 or imgsz % stride:
             raise ValueError(f"{prefix}imgsz={imgsz} must be a positive multiple of the stride {stride}")
@@ -140,6 +148,7 @@ class YoloDataset(torch.utils.data.Dataset):
         self.augment = bool(augment)
         self.hyp = AugmentParams.from_hyp(hyp)
         self.rect = bool(rect)
+        self.per_image = bool(per_image)
         self.batch_size = int(batch_size)
         self.stride = int(stride)
         self.pad = float(pad)
@@ -158,8 +167,9 @@ class YoloDataset(torch.utils.data.Dataset):
         self.mosaic = self.augment and not self.rect and self.hyp.mosaic > 0
         self.batch_shapes: np.ndarray | None = None
         self.batch_index: np.ndarray | None = None
+        self._groups: list[list[int]] | None = None
         if self.rect:
-            self._init_rect()
+            self._init_per_image() if self.per_image else self._init_rect()
         self._ims: list[np.ndarray] | None = None
         if cache_images:
             self._cache_images()
@@ -193,10 +203,42 @@ class YoloDataset(torch.utils.data.Dataset):
         self.batch_shapes = np.ceil(rel * self.imgsz / self.stride + self.pad).astype(np.int64) * self.stride
         self.batch_index = bi
 
+    def _init_per_image(self) -> None:
+        h, w = self.shapes[:, 0].astype(np.float64), self.shapes[:, 1].astype(np.float64)
+        ar = h / w
+        rel = np.ones((len(ar), 2), dtype=np.float64)  # (h, w) relative to imgsz, per image
+        rel[ar < 1, 0] = ar[ar < 1]
+        rel[ar > 1, 1] = 1.0 / ar[ar > 1]
+        own = np.ceil(rel * self.imgsz / self.stride + self.pad).astype(np.int64) * self.stride
+        # order by (shape, aspect ratio, scan order): equal shapes are contiguous and the order
+        # does not depend on batch_size
+        order = np.lexsort((np.arange(len(ar)), ar, own[:, 1], own[:, 0]))
+        self.im_files = [self.im_files[i] for i in order]
+        self.label_files = [self.label_files[i] for i in order]
+        self.labels = [self.labels[i] for i in order]
+        self.shapes = self.shapes[order]
+        own = own[order]
+        groups: list[list[int]] = []
+        shapes: list[np.ndarray] = []
+        index = np.zeros(len(order), dtype=np.int64)
+        start = 0
+        for i in range(1, len(order) + 1):
+            if i == len(order) or (own[i] != own[start]).any():
+                for s in range(start, i, self.batch_size):
+                    index[s : min(s + self.batch_size, i)] = len(groups)
+                    groups.append(list(range(s, min(s + self.batch_size, i))))
+                    shapes.append(own[start])
+                start = i
+        self.batch_shapes = np.stack(shapes).astype(np.int64)
+        self.batch_index = index
+        self._groups = groups
+
     def batch_groups(self) -> list[list[int]] | None:
         """Index groups that must form one batch (rect mode), else None."""
         if self.batch_index is None:
             return None
+        if self._groups is not None:
+            return [list(g) for g in self._groups]
         n = len(self)
         return [list(range(s, min(s + self.batch_size, n))) for s in range(0, n, self.batch_size)]
 

@@ -25,10 +25,11 @@ from torch import nn
 from yoloattn.data.boxes import scale_boxes, xywh2xyxy
 from yoloattn.engine.metrics import ConfusionMatrix, DetMetrics
 from yoloattn.engine.nms import VAL_NMS, non_max_suppression
+from yoloattn.engine.protocol import DEFAULT_PROTOCOL, protocol_loader
 
 LOGGER = logging.getLogger("yoloattn.val")
 
-__all__ = ["EvalResult", "evaluate", "evaluate_run", "format_table"]
+__all__ = ["EvalResult", "build_val_loader", "evaluate", "evaluate_run", "format_table"]
 
 
 @dataclass
@@ -59,8 +60,19 @@ def evaluate(
     coco: bool = True,
     verbose: bool = True,
     keep_samples: int = 0,
+    forward_batch: int = 1,
 ) -> EvalResult:
-    """Evaluate ``model`` on the batches of ``loader`` (collate format of ``yoloattn.data``)."""
+    """Evaluate ``model`` on the batches of ``loader`` (collate format of ``yoloattn.data``).
+
+    Every quantity is computed per image (detections, matching, the validation loss averaged
+    over images), so with the ``per-image`` protocol (:mod:`yoloattn.engine.protocol`) the
+    result does not depend on how the images are batched. The model runs on ``forward_batch`` images at a
+    time (default 1): convolution kernels (oneDNN on CPU, cuDNN on GPU) are chosen per input
+    shape, batch size included, and two kernels round differently (measured on the demo model:
+    up to 4e-6 on one layer's activations at batch 8 vs 1), so only a fixed forward batch makes
+    the detections bit-identical whatever the loader's batch size. ``forward_batch=0`` forwards
+    the loader's whole batch (faster on a GPU; the last digits may then depend on the batch).
+    """
     from tqdm import tqdm
 
     device = torch.device(device)
@@ -86,10 +98,13 @@ def evaluate(
         nb, _, h, w = imgs.shape
         t1 = time.perf_counter()
         with torch.autocast(device.type, enabled=use_half):
-            out, levels = model(imgs)
+            out, levels = _forward(model, imgs, forward_batch)
         t2 = time.perf_counter()
-        if loss_fn is not None:
-            loss += loss_fn([x.float() for x in levels], targets)[1]
+        if loss_fn is not None:  # per image, so the mean does not depend on how images are batched
+            for si in range(nb):
+                ti = targets[targets[:, 0] == si].clone()
+                ti[:, 0] = 0.0
+                loss += loss_fn([x[si : si + 1].float() for x in levels], ti)[1]
         dets = non_max_suppression(out.float(), conf, iou, multi_label=True, max_det=max_det)
         t3 = time.perf_counter()
         t_pre, t_inf, t_nms = t_pre + t1 - t0, t_inf + t2 - t1, t_nms + t3 - t2
@@ -170,8 +185,20 @@ def evaluate(
     if was_training:
         model.train()
     return EvalResult(
-        metrics, per_class, (loss / max(len(loader), 1)).cpu(), speed, preds_json, coco_gt, dm, cm, samples
+        metrics, per_class, (loss / max(n_img, 1)).cpu(), speed, preds_json, coco_gt, dm, cm, samples
     )
+
+
+def _forward(model: nn.Module, imgs: torch.Tensor, forward_batch: int) -> tuple[torch.Tensor, list[Any]]:
+    """``model(imgs)`` run on chunks of ``forward_batch`` images (0: all at once), concatenated."""
+    n = imgs.shape[0]
+    if forward_batch <= 0 or forward_batch >= n:
+        out, levels = model(imgs)
+        return out, list(levels)
+    parts = [model(imgs[i : i + forward_batch]) for i in range(0, n, forward_batch)]
+    out = torch.cat([p[0] for p in parts], 0)
+    levels = [torch.cat([p[1][j] for p in parts], 0) for j in range(len(parts[0][1]))]
+    return out, levels
 
 
 def format_table(res: EvalResult) -> str:
@@ -212,10 +239,12 @@ def build_val_loader(
     workers: int = 0,
     cache_dir: str | None = None,
     single_cls: bool = False,
-):
-    """``(dataset config, loader)`` of a split in the official validation geometry (rect batches,
-    half-stride padding). ``single_cls`` scores every class as one ("item"), as ``train --single-cls``."""
-    from yoloattn.data import YoloDataset, build_dataloader, load_dataset_config
+    protocol: str = DEFAULT_PROTOCOL,
+) -> tuple[Any, Any]:
+    """``(dataset config, loader)`` of a split of the dataset YAML ``data`` in the geometry of
+    ``protocol`` (:func:`yoloattn.engine.protocol.protocol_loader`). ``single_cls`` scores every
+    class as one ("item"), as ``train --single-cls``."""
+    from yoloattn.data import load_dataset_config
 
     dcfg = load_dataset_config(data)
     scan_nc = dcfg.nc
@@ -224,20 +253,19 @@ def build_val_loader(
     sources = getattr(dcfg, split, None)
     if not sources:
         raise ValueError(f"dataset {data} has no {split!r} split")
-    ds = YoloDataset(
+    _, loader = protocol_loader(
         sources,
-        imgsz=imgsz,
-        augment=False,
-        rect=True,
-        batch_size=batch,
-        stride=stride,
-        pad=0.5,
+        imgsz,
+        batch,
+        stride,
+        protocol,
+        workers=workers,
         cache_dir=cache_dir,
-        prefix=f"{split}: ",
         nc=scan_nc,
         single_cls=single_cls,
+        prefix=f"{split}: ",
     )
-    return dcfg, build_dataloader(ds, batch, shuffle=False, workers=workers, seed=0)
+    return dcfg, loader
 
 
 def resolve_weights(path: str | Path) -> Path:

@@ -249,27 +249,24 @@ def build_train_loader(cfg: TrainConfig, train_set: Any, rank: int, world: int) 
 
 
 def build_val_loader(cfg: TrainConfig, data: Any, gs: int, scan_nc: int) -> tuple[Any, Any]:
-    """``(val set, val loader)``: rectangular batches of twice ``--batch``, no augmentation."""
-    from yoloattn.data import YoloDataset, build_dataloader
+    """``(val set, val loader)``: the validation protocol of ``yoloattn val`` and ``compare``
+    (:func:`yoloattn.engine.protocol.protocol_loader`, ``per-image``), at most twice
+    ``--batch`` images per batch, no augmentation."""
+    from yoloattn.engine.protocol import DEFAULT_PROTOCOL, protocol_loader
 
-    val_set = YoloDataset(
+    return protocol_loader(
         data.val,
-        imgsz=cfg.imgsz,
-        augment=False,
-        hyp=None,  # no augmentation: the recipe does not apply (and warns only once, for train)
-        rect=True,
-        batch_size=cfg.batch * 2,
-        stride=gs,
-        pad=0.5,
+        cfg.imgsz,
+        cfg.batch * 2,
+        gs,
+        DEFAULT_PROTOCOL,
+        workers=cfg.workers,
         seed=cfg.seed,
         cache_dir=cfg.cache_dir,
-        prefix="val: ",
         nc=scan_nc,
-        cache_images=cfg.cache == "ram",
         single_cls=cfg.single_cls,
+        cache_images=cfg.cache == "ram",
     )
-    loader = build_dataloader(val_set, cfg.batch * 2, shuffle=False, workers=cfg.workers, seed=cfg.seed)
-    return val_set, loader
 
 
 @dataclass
