@@ -31,6 +31,7 @@ __all__ = [
     "discard_study",
     "file_sha256",
     "flatten",
+    "result_option_defaults",
     "study_fingerprint",
 ]
 
@@ -121,6 +122,24 @@ def data_fingerprint(data: str | Path) -> dict[str, Any]:
     return out
 
 
+def result_option_defaults() -> dict[str, Any]:
+    """The :class:`~yoloattn.engine.train_config.TrainConfig` options in a fingerprint, at their
+    defaults (JSON-normalised, as stored)."""
+    from yoloattn.engine.train_config import TrainConfig
+
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(TrainConfig):
+        if f.name in NOT_RESULT_OPTIONS:
+            continue
+        if f.default is not dataclasses.MISSING:
+            out[f.name] = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            out[f.name] = f.default_factory()
+        else:  # pragma: no cover - every TrainConfig field has a default
+            out[f.name] = None
+    return json.loads(json.dumps(out, default=str))
+
+
 def study_fingerprint(cfg: Any) -> dict[str, Any]:
     """The fingerprint of a :class:`~yoloattn.experiments.compare.CompareConfig` (see module doc).
 
@@ -128,22 +147,9 @@ def study_fingerprint(cfg: Any) -> dict[str, Any]:
     default, so passing an option at its default value does not change the fingerprint.
     """
     import yoloattn
-    from yoloattn.engine.train_config import TrainConfig
 
     train: Mapping[str, Any] = cfg.train
-    options: dict[str, Any] = {}
-    for f in dataclasses.fields(TrainConfig):
-        if f.name in NOT_RESULT_OPTIONS:
-            continue
-        if f.name in train:
-            value = train[f.name]
-        elif f.default is not dataclasses.MISSING:
-            value = f.default
-        elif f.default_factory is not dataclasses.MISSING:
-            value = f.default_factory()
-        else:  # pragma: no cover - every TrainConfig field has a default
-            value = None
-        options[f.name] = value
+    options = {k: train.get(k, v) for k, v in result_option_defaults().items()}
     weights = None
     if cfg.weights:
         wp = Path(cfg.weights)

@@ -308,15 +308,15 @@ def _jsonable(v: Any) -> Any:
 
 
 def _settings(root: Path, cfg: Any, variants: Any, stats: StudyStats) -> dict[str, Any]:
-    from yoloattn.engine.train_config import TrainConfig
-    from yoloattn.experiments.fingerprint import study_fingerprint
+    from yoloattn.experiments.fingerprint import result_option_defaults, study_fingerprint
 
     study = root / "study.json"
     fp = json.loads(study.read_text()).get("fingerprint") if study.is_file() else None
     fp = fp or study_fingerprint(cfg)
     shown = {"model", "data", "weights", "epochs", "imgsz", "batch", "nbs", "hyp", "hyp_overrides"}
     shown |= {"insert", "gate", "gate_lr_mult", "new_lr_mult", "warmup_new", "version"}
-    other = {k: v for k, v in fp.items() if k not in shown and v != getattr(TrainConfig, k, object())}
+    defaults = result_option_defaults()
+    other = {k: v for k, v in fp.items() if k not in shown and v != defaults.get(k, object())}
     return {
         "fingerprint": fp,
         "seeds": list(range(cfg.seeds)),
