@@ -234,7 +234,7 @@ def test_summary_uses_the_bootstrap_and_states_everything(fake, tiny_data, tmp_p
     assert s["disk_bytes"] > 0 and s["rows"][0]["mAP50-95@0_mean"] == pytest.approx(0.3)
     assert s["per_class_ap50_95"]["classes"] == ["c0", "c1"]
     assert len(s["per_class_ap50_95"]["se@neck"]) == 2
-    assert "yolov5n" in s["title"] and "1 epochs" in s["title"] and "2 seeds" in s["title"]
+    assert "yolov5n" in s["title"] and "1 epoch," in s["title"] and "2 seeds" in s["title"]
     assert set(s["plots"]) == {"forest.png", "map_bar.png", "map_vs_gflops.png", "map_vs_latency.png"}
     for p in s["plots"]:
         assert (root / p).stat().st_size > 0
@@ -269,7 +269,7 @@ def test_plots_have_titles_and_honest_axes(fake, tiny_data, tmp_path, monkeypatc
     plt.close("all")
     assert set(seen) == {"forest.png", "map_bar.png", "map_vs_gflops.png", "map_vs_latency.png"}
     for name, (title, _xlim, _ylim) in seen.items():
-        assert "yolov5n" in title and "1 epochs" in title and "1 seed" in title, name
+        assert "yolov5n" in title and "1 epoch," in title and "1 seed" in title, name
     for name in ("map_bar.png", "map_vs_gflops.png", "map_vs_latency.png"):
         assert seen[name][2][0] == 0, name  # value axes start at zero
     for name in ("map_vs_gflops.png", "map_vs_latency.png"):

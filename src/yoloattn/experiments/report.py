@@ -9,7 +9,8 @@ paired hierarchical bootstrap over seeds and validation images
 verdict from the Holm-adjusted bootstrap p-value (:func:`~yoloattn.experiments.stats.decide`).
 Runs without match records (older studies) fall back to the paired t-test over seeds. The study's
 minimum detectable effect, the per-class AP50-95, the settings and the size on disk complete it.
-Text formatting: :mod:`yoloattn.experiments.tables`; plots: :mod:`yoloattn.experiments.plots`.
+Text: :mod:`yoloattn.experiments.tables`; plots: :mod:`yoloattn.experiments.plots`; cost:
+:mod:`yoloattn.experiments.cost`.
 """
 
 from __future__ import annotations
@@ -17,16 +18,15 @@ from __future__ import annotations
 import json
 import logging
 import math
-import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from yoloattn.engine.records import MatchRecords, map_from_records
+from yoloattn.experiments.cost import architecture_figures, measure_latency
 from yoloattn.experiments.plots import PLOTS, draw_plots
 from yoloattn.experiments.stats import (
     PairedBootstrap,
@@ -49,25 +49,6 @@ from yoloattn.experiments.tables import (
 LOGGER = logging.getLogger("yoloattn.compare")
 
 __all__ = ["COLUMNS", "StudyStats", "measure_latency", "study_statistics", "summarise", "write_summary"]
-
-
-def measure_latency(
-    models: dict[str, torch.nn.Module], imgsz: int, runs: int = 20, warmup: int = 3
-) -> dict[str, float]:
-    """Median CPU forward latency (ms, batch 1) per model, measured interleaved in one process."""
-    x = torch.zeros(1, 3, imgsz, imgsz)
-    times: dict[str, list[float]] = {k: [] for k in models}
-    with torch.inference_mode():
-        for m in models.values():
-            m.eval()
-            for _ in range(warmup):
-                m(x)
-        for _ in range(runs):
-            for k, m in models.items():
-                t = time.perf_counter()
-                m(x)
-                times[k].append((time.perf_counter() - t) * 1e3)
-    return {k: float(np.median(v)) for k, v in times.items()}
 
 
 def _metric(rec: dict[str, Any], key: str) -> float:
@@ -268,33 +249,6 @@ def summarise(
     return rows
 
 
-def architecture_figures(cfg, variants) -> dict[str, dict[str, float]]:
-    """Params, GFLOPs at the training size and interleaved CPU latency for every variant."""
-    from yoloattn.data import load_dataset_config
-    from yoloattn.models.detector import build_model
-    from yoloattn.models.profile import count_flops
-
-    nc = load_dataset_config(cfg.data).nc
-    imgsz = int(cfg.train.get("imgsz", 640))
-    models: dict[str, torch.nn.Module] = {}
-    out: dict[str, dict[str, float]] = {}
-    for v in variants:
-        try:
-            m = build_model(cfg.model, nc=nc, attention=v.attention).eval()
-        except Exception as e:  # reported through the run errors
-            LOGGER.warning("cannot build %s: %s", v.name, e)
-            continue
-        models[v.name] = m
-        out[v.name] = {
-            "params": sum(p.numel() for p in m.parameters()),
-            "gflops": count_flops(m, torch.zeros(1, 3, imgsz, imgsz)),
-        }
-    if not cfg.skip_latency and models:
-        for k, ms in measure_latency(models, imgsz, cfg.latency_runs).items():
-            out[k]["latency_ms"] = ms
-    return out
-
-
 def _disk_bytes(root: Path) -> int:
     return sum(f.stat().st_size for f in root.rglob("*") if f.is_file())
 
@@ -333,7 +287,8 @@ def _title(cfg: Any, settings: dict[str, Any]) -> str:
     epochs = settings["fingerprint"].get("epochs")
     seeds = len(settings["seeds"])
     return (
-        f"{cfg.model} on {Path(cfg.data).stem}, {epochs if epochs is not None else 'default'} epochs, "
+        f"{cfg.model} on {Path(cfg.data).stem}, {epochs if epochs is not None else 'default'} "
+        f"epoch{'' if epochs == 1 else 's'}, "
         f"{seeds} seed{'s' if seeds != 1 else ''} per variant"
     )
 
