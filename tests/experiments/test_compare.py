@@ -81,9 +81,17 @@ def test_tiny_end_to_end_study_and_resume(tiny_data, tmp_path, monkeypatch):
         "map_bar.png",
         "map_vs_gflops.png",
         "map_vs_latency.png",
+        "forest.png",
+        "summary.json",
+        "per_class.csv",
         "study.json",
     ):
         assert (root / f).is_file(), f
+    assert not list(root.rglob("last.state.safetensors"))  # finished runs drop their resume state
+    assert all(
+        (root / f"{v}-s{s}" / "records.npz").is_file() for v in ("baseline", "se@neck") for s in (0, 1)
+    )
+    assert "bootstrap" in json.loads((root / "summary.json").read_text())["statistics"]["method"]
     rows = list(csv.DictReader((root / "summary.csv").open()))
     assert list(rows[0]) == COLUMNS
     assert [r["variant"] for r in rows] == ["baseline", "se@neck"]

@@ -8,6 +8,10 @@ Examples::
     yoloattn compare                                   # the demo (a few minutes on a laptop CPU)
     yoloattn compare --model yolov5s --data data.yaml --attention se,cbam,bam,eca,ca --seeds 3 --epochs 100
     yoloattn compare --data data.yaml --attention cbam@backbone,se --place neck --weights base.safetensors
+
+Rerunning a study (same --name) reuses its finished runs; more --seeds or --attention variants
+only add runs. A rerun whose result-changing options differ is refused: use --name NEW, or
+--fresh to discard the old study.
 """
 
 from __future__ import annotations
@@ -54,6 +58,19 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         help="run the variants here, or as a SLURM job array",
     )
     p.add_argument("--latency-runs", type=int, default=20, help="CPU latency repetitions per variant")
+    p.add_argument(
+        "--fresh",
+        action="store_true",
+        help="discard the existing study of this --name first (a rerun with other options is refused)",
+    )
+    p.add_argument(
+        "--keep-state",
+        action="store_true",
+        help="keep finished runs' resume state (weights/last.state.safetensors; deleted by default)",
+    )
+    p.add_argument(
+        "--resamples", type=int, default=1000, help="bootstrap resamples for the summary's intervals"
+    )
     add_train_options(p)
     p.set_defaults(imgsz=None)  # unset: 640, or the demo's 320
     return p
@@ -96,10 +113,14 @@ def run(args: argparse.Namespace) -> int:
         launcher=args.launcher,
         train=train_opts,
         latency_runs=args.latency_runs,
+        fresh=args.fresh,
+        keep_state=args.keep_state,
+        n_resamples=args.resamples,
     )
     root = run_compare(cfg)
     print(
         f"\nsummary: {root / 'summary.md'} "
-        "(also summary.csv, map_bar.png, map_vs_gflops.png, map_vs_latency.png)"
+        "(also summary.csv, summary.json, per_class.csv, forest.png, map_bar.png, map_vs_gflops.png, "
+        "map_vs_latency.png)"
     )
     return 0

@@ -26,6 +26,7 @@ from yoloattn.data.boxes import scale_boxes, xywh2xyxy
 from yoloattn.engine.metrics import ConfusionMatrix, DetMetrics
 from yoloattn.engine.nms import VAL_NMS, non_max_suppression
 from yoloattn.engine.protocol import DEFAULT_PROTOCOL, protocol_loader
+from yoloattn.engine.records import MatchRecords, records_from_stats
 
 LOGGER = logging.getLogger("yoloattn.val")
 
@@ -43,6 +44,7 @@ class EvalResult:
     det_metrics: DetMetrics | None = None
     confusion: ConfusionMatrix | None = None
     samples: list[tuple[str, torch.Tensor, torch.Tensor]] = field(default_factory=list)
+    records: MatchRecords | None = None  # per-image match records (compare's bootstrap)
 
 
 @torch.no_grad()
@@ -151,6 +153,7 @@ def evaluate(
                         }
                     )
     m = dm.compute()
+    records = records_from_stats(dm._stats, nc, iouv=dm.iouv, end_recall_one=dm.style == "v5" or dm.v5_metric)
     metrics: dict[str, float] = {k: float(m[k]) for k in ("mp", "mr", "map50", "map", "fitness")}
     metrics["images"] = n_img
     metrics["instances"] = int(m["nt"].sum())
@@ -185,7 +188,16 @@ def evaluate(
     if was_training:
         model.train()
     return EvalResult(
-        metrics, per_class, (loss / max(n_img, 1)).cpu(), speed, preds_json, coco_gt, dm, cm, samples
+        metrics,
+        per_class,
+        (loss / max(n_img, 1)).cpu(),
+        speed,
+        preds_json,
+        coco_gt,
+        dm,
+        cm,
+        samples,
+        records,
     )
 
 
@@ -298,12 +310,14 @@ def evaluate_run(
     batch: int = 16,
     single_cls: bool = False,
     engagement: dict[int, dict[str, Any]] | None = None,
+    records: str | Path | None = None,
 ) -> dict[str, float]:
     """Evaluate a finished run's best weights with both metrics; returns the metrics dict.
 
     With ``engagement`` (a dict, filled in place) the attention rows' gate values and mean
     relative contributions over the validation images are measured in the same pass
-    (:mod:`yoloattn.engine.engagement`).
+    (:mod:`yoloattn.engine.engagement`). With ``records`` (a path) the per-image match records
+    are saved there (:meth:`yoloattn.engine.records.MatchRecords.save`).
     """
     from yoloattn.engine.distributed import select_device
     from yoloattn.engine.engagement import measure_engagement
@@ -323,4 +337,6 @@ def evaluate_run(
         res = evaluate(model, loader, list(dcfg.names), dev, verbose=False)
     if engagement is not None and meter is not None:
         engagement.update(meter.summary())
+    if records is not None and res.records is not None:
+        res.records.save(records)
     return res.metrics

@@ -8,7 +8,8 @@ A training run writes one folder, ``runs/<task>/<name>/``::
     confusion_matrix.png, *_curve.png   the final validation of best
     weights/last.safetensors + last.json, weights/best.safetensors + best.json
     weights/epoch{N}.safetensors + epoch{N}.json   (--save-period)
-    weights/last.state.safetensors everything an exact resume needs
+    weights/last.state.safetensors everything an exact resume needs (compare drops it when done)
+    records.npz                    per-image match records of the final evaluation (compare)
 
 :class:`RunDir` is the only place these names are spelled.
 """
@@ -192,6 +193,20 @@ class RunDir:
     def engagement(self) -> Path:
         """Gate values and mean relative contribution of every attention row (final weights)."""
         return self.root / "engagement.json"
+
+    @property
+    def records(self) -> Path:
+        """Per-image match records of the final evaluation (compare's bootstrap; ``MatchRecords``)."""
+        return self.root / "records.npz"
+
+    def drop_state(self) -> int:
+        """Delete the resume state of a finished run; returns the bytes freed (0 if none)."""
+        try:
+            size = self.state.stat().st_size
+        except FileNotFoundError:
+            return 0
+        self.state.unlink(missing_ok=True)
+        return size
 
     @property
     def plots_dir(self) -> Path:

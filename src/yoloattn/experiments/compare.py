@@ -1,10 +1,13 @@
 """The ablation runner: baseline vs attention modules x seeds, with honest statistics.
 
 Every variant x seed is one ordinary training run (same recipe, same data order for the same
-seed) followed by one evaluation with the COCO-standard and YOLO-style metrics. Runs live in
+seed) followed by one evaluation with the COCO-standard and YOLO-style metrics, whose per-image
+match records (``records.npz``) feed the summary's bootstrap. Runs live in
 ``runs/compare/<name>/<variant>-s<seed>/``; a finished run has ``done.json`` and is skipped when
-the command runs again, an unfinished one resumes from its last checkpoint, a failed one is
-recorded in ``error.json`` and reported in the summary without stopping the others.
+the command runs again (its resume state is deleted unless ``keep_state``), an unfinished one
+resumes from its last checkpoint, a failed one is recorded in ``error.json`` and reported in the
+summary without stopping the others. ``study.json`` holds the study's fingerprint
+(:mod:`yoloattn.experiments.fingerprint`): a rerun with other result-changing options is refused.
 """
 
 from __future__ import annotations
@@ -55,6 +58,9 @@ class CompareConfig:
     train: dict[str, Any] = field(default_factory=dict)  # TrainConfig options shared by all runs
     latency_runs: int = 20
     skip_latency: bool = False
+    fresh: bool = False  # discard an existing study folder of this name first
+    keep_state: bool = False  # keep finished runs' resume state (weights/last.state.safetensors)
+    n_resamples: int = 1000  # bootstrap resamples of the summary
 
 
 def parse_variants(attention: list[str] | str, place: str = "neck") -> list[Variant]:
@@ -96,6 +102,8 @@ def run_one(cfg: CompareConfig, variant: Variant, seed: int) -> dict[str, Any]:
     run_dir = _run_dir(cfg, variant, seed)
     done = run_dir / "done.json"
     if done.is_file():
+        if not cfg.keep_state:
+            RunDir(run_dir).drop_state()
         return json.loads(done.read_text())
     state = RunDir(run_dir).state
     t0 = time.time()
@@ -139,6 +147,7 @@ def run_one(cfg: CompareConfig, variant: Variant, seed: int) -> dict[str, Any]:
         device=cfg.train.get("device", ""),
         single_cls=bool(cfg.train.get("single_cls", False)),
         engagement=engagement,
+        records=run.records,
     )
     if engagement:
         write_text_atomic(run.engagement, json.dumps({str(k): v for k, v in engagement.items()}, indent=2))
@@ -154,7 +163,9 @@ def run_one(cfg: CompareConfig, variant: Variant, seed: int) -> dict[str, Any]:
         "engagement": {str(k): v for k, v in engagement.items()},
         "train_minutes": (time.time() - t0) / 60,
     }
-    done.write_text(json.dumps(record, indent=2))
+    write_text_atomic(done, json.dumps(record, indent=2))
+    if not cfg.keep_state:
+        run.drop_state()  # a finished run never resumes; its state is the largest file of the run
     return record
 
 
@@ -190,6 +201,7 @@ def run_compare(cfg: CompareConfig, on_record: Callable[[dict[str, Any]], None] 
     """Run (or resume) the whole study and write the summary. Returns the study folder."""
     from tqdm import tqdm
 
+    from yoloattn.experiments.fingerprint import check_study, discard_study, study_fingerprint
     from yoloattn.experiments.report import write_summary
 
     variants = parse_variants(cfg.attention, cfg.place)
@@ -198,20 +210,26 @@ def run_compare(cfg: CompareConfig, on_record: Callable[[dict[str, Any]], None] 
     elif cfg.launcher != "local":
         raise ValueError(f"unknown launcher {cfg.launcher!r}; choose local or submitit")
     root = Path(cfg.project) / cfg.name
+    fingerprint = study_fingerprint(cfg)
+    if cfg.fresh:
+        discard_study(root)
+    check_study(root, fingerprint)  # before anything is written
     root.mkdir(parents=True, exist_ok=True)
-    (root / "study.json").write_text(
+    write_text_atomic(
+        root / "study.json",
         json.dumps(
             {
+                "fingerprint": fingerprint,
                 "model": cfg.model,
                 "data": cfg.data,
                 "variants": [v.name for v in variants],
-                "seeds": cfg.seeds,
+                "seeds": list(range(cfg.seeds)),
                 "weights": cfg.weights,
                 "train": cfg.train,
             },
             indent=2,
             default=str,
-        )
+        ),
     )
     jobs = [(v, s) for s in range(cfg.seeds) for v in variants]
     records: list[dict[str, Any]] = []

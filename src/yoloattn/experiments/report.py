@@ -1,73 +1,54 @@
-"""Summary of an ablation: table (CSV + Markdown) and plots.
+"""Summary of an ablation: statistics, then the table (CSV, Markdown, JSON) and plots.
 
 Per variant: parameters, GFLOPs at the training size, CPU latency (median over interleaved
 repetitions measured in one process, so variants are comparable), mAP50 and mAP50-95 (YOLO-style
-and COCO-standard) as mean +/- std over seeds, the paired difference to the baseline with a
-95 % confidence interval, and a verdict from a paired t-test over seeds.
+and COCO-standard) as mean +/- std over seeds, the epoch-0 metrics and the attention engagement,
+and the paired difference to the baseline: Δ mAP50 and Δ mAP50-95 with 95 % intervals from the
+paired hierarchical bootstrap over seeds and validation images
+(:func:`yoloattn.experiments.stats.bootstrap_study`, from each run's ``records.npz``), and a
+verdict from the Holm-adjusted bootstrap p-value (:func:`~yoloattn.experiments.stats.decide`).
+Runs without match records (older studies) fall back to the paired t-test over seeds. The study's
+minimum detectable effect, the per-class AP50-95, the settings and the size on disk complete it.
+Text: :mod:`yoloattn.experiments.tables`; plots: :mod:`yoloattn.experiments.plots`; cost:
+:mod:`yoloattn.experiments.cost`.
 """
 
 from __future__ import annotations
 
-import csv
+import json
 import logging
 import math
-import time
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
-from yoloattn.experiments.stats import mean_std, paired_compare
+from yoloattn.engine.records import MatchRecords, map_from_records
+from yoloattn.experiments.cost import architecture_figures, measure_latency
+from yoloattn.experiments.plots import PLOTS, draw_plots
+from yoloattn.experiments.stats import (
+    PairedBootstrap,
+    bootstrap_study,
+    decide,
+    mean_std,
+    minimum_detectable_effect,
+    paired_compare,
+    pooled_se,
+)
+from yoloattn.experiments.tables import (
+    COLUMNS,
+    per_class_markdown,
+    settings_lines,
+    to_markdown,
+    write_csv,
+    write_per_class_csv,
+)
 
 LOGGER = logging.getLogger("yoloattn.compare")
 
-__all__ = ["write_summary", "measure_latency", "summarise"]
-
-COLUMNS = [
-    "variant",
-    "params",
-    "gflops",
-    "latency_ms",
-    "seeds",
-    "failed",
-    "mAP50_mean",
-    "mAP50_std",
-    "mAP50-95_mean",
-    "mAP50-95_std",
-    "coco_AP_mean",
-    "coco_AP_std",
-    "insert",
-    "mAP50@0_mean",
-    "mAP50-95@0_mean",
-    "engagement_mean",
-    "gate_abs_mean",
-    "d_mAP50-95",
-    "d_mAP50-95_ci_low",
-    "d_mAP50-95_ci_high",
-    "p_value",
-    "verdict",
-    "errors",
-]
-
-
-def measure_latency(
-    models: dict[str, torch.nn.Module], imgsz: int, runs: int = 20, warmup: int = 3
-) -> dict[str, float]:
-    """Median CPU forward latency (ms, batch 1) per model, measured interleaved in one process."""
-    x = torch.zeros(1, 3, imgsz, imgsz)
-    times: dict[str, list[float]] = {k: [] for k in models}
-    with torch.inference_mode():
-        for m in models.values():
-            m.eval()
-            for _ in range(warmup):
-                m(x)
-        for _ in range(runs):
-            for k, m in models.items():
-                t = time.perf_counter()
-                m(x)
-                times[k].append((time.perf_counter() - t) * 1e3)
-    return {k: float(np.median(v)) for k, v in times.items()}
+__all__ = ["COLUMNS", "StudyStats", "measure_latency", "study_statistics", "summarise", "write_summary"]
 
 
 def _metric(rec: dict[str, Any], key: str) -> float:
@@ -95,10 +76,106 @@ def _nanmean(values: list[float]) -> float:
     return float(np.mean(vals)) if vals else math.nan
 
 
+@dataclass
+class StudyStats:
+    """The study's statistics from the runs' match records (see :func:`study_statistics`)."""
+
+    boot: dict[str, PairedBootstrap] = field(default_factory=dict)
+    decisions: dict[str, Any] = field(default_factory=dict)  #: variant -> Decision (mAP50-95)
+    decisions50: dict[str, Any] = field(default_factory=dict)  #: variant -> Decision (mAP50)
+    mde: float = math.nan
+    mde_line: str = ""
+    per_class: dict[str, list[float]] = field(default_factory=dict)  #: variant -> AP50-95 per class
+    n_images: int | None = None
+    n_instances: int | None = None
+    n_resamples: int = 0
+    missing: list[str] = field(default_factory=list)  #: runs without records.npz
+
+
+def _load_records(rec: dict[str, Any]) -> MatchRecords | None:
+    from yoloattn.engine.runs import RunDir
+
+    if "run_dir" not in rec:
+        return None
+    path = RunDir(rec["run_dir"]).records
+    if not path.is_file():
+        return None
+    try:
+        return MatchRecords.load(path)
+    except (OSError, ValueError) as e:
+        LOGGER.warning("cannot read %s: %s", path, e)
+        return None
+
+
+def study_statistics(
+    variants: Any, records: list[dict[str, Any]], n_resamples: int = 1000, seed: int = 0
+) -> StudyStats:
+    """Bootstrap Δ per variant (paired by seed with the baseline), Holm verdicts, MDE, per-class AP.
+
+    Variants are bootstrapped together when they share the baseline's seeds (the same resamples
+    for all); a variant with a failed seed is paired on the seeds it has. A variant whose runs
+    or whose baseline partners lack match records is left out (the summary falls back to the
+    t-test for it).
+    """
+    out = StudyStats(n_resamples=n_resamples)
+    mr: dict[str, dict[int, MatchRecords]] = {}
+    for r in records:
+        if "metrics" not in r:
+            continue
+        m = _load_records(r)
+        if m is None:
+            out.missing.append(f"{r['variant']}-s{r['seed']}")
+            continue
+        mr.setdefault(r["variant"], {})[r["seed"]] = m
+    for name, runs in mr.items():
+        pcs = np.stack([map_from_records(m)[2] for m in runs.values()])
+        with warnings.catch_warnings():  # a class without labels is NaN in every run
+            warnings.simplefilter("ignore", RuntimeWarning)
+            out.per_class[name] = [float(x) for x in np.nanmean(pcs, 0)]
+    base = mr.get("baseline", {})
+    if base:
+        any_base = next(iter(base.values()))
+        out.n_images, out.n_instances = any_base.n_images, any_base.n_targets
+    groups: dict[tuple[int, ...], list[str]] = {}
+    for v in variants:
+        if v.name == "baseline" or v.name not in mr:
+            continue
+        seeds = tuple(sorted(set(mr[v.name]) & set(base)))
+        if seeds:
+            groups.setdefault(seeds, []).append(v.name)
+    for seeds, names in groups.items():
+        try:
+            res = bootstrap_study(
+                [base[s] for s in seeds], {n: [mr[n][s] for s in seeds] for n in names}, n_resamples, seed
+            )
+        except ValueError as e:  # e.g. runs evaluated on other images: report, fall back to the t-test
+            LOGGER.warning("bootstrap skipped for %s: %s", ", ".join(names), e)
+            continue
+        out.boot.update(res)
+    if out.boot:
+        out.decisions = decide(out.boot, metric="map")
+        out.decisions50 = decide(out.boot, metric="map50")
+        n_seeds = max(b.n_seeds for b in out.boot.values())
+        se = pooled_se(out.boot, "map")
+        if not math.isnan(se):
+            out.mde, out.mde_line = minimum_detectable_effect(
+                se, n_seeds=n_seeds, n_images=out.n_images, metric="mAP50-95"
+            )
+    return out
+
+
 def summarise(
-    variants, records: list[dict[str, Any]], arch: dict[str, dict[str, float]]
+    variants: Any,
+    records: list[dict[str, Any]],
+    arch: dict[str, dict[str, float]],
+    stats: StudyStats | None = None,
 ) -> list[dict[str, Any]]:
-    """One row per variant (see COLUMNS); ``arch`` maps variant -> params/gflops/latency."""
+    """One row per variant (see COLUMNS); ``arch`` maps variant -> params/gflops/latency.
+
+    With ``stats`` (:func:`study_statistics`) the Δ columns, p-values and verdict of a variant
+    come from the bootstrap and Holm; otherwise (no match records) from the paired t-test.
+    """
+    stats = stats or StudyStats()
     by: dict[str, dict[int, dict[str, Any]]] = {}
     for r in records:
         by.setdefault(r["variant"], {})[r["seed"]] = r
@@ -129,175 +206,205 @@ def summarise(
             "gate_abs_mean": _nanmean([_engagement(r)[1] for r in ok.values()]),
             "errors": "; ".join(errs),
         }
-        if v.name != "baseline":
+        if v.name == "baseline":
+            row.update({"d_mAP50": 0.0, "d_mAP50-95": 0.0, "verdict": "reference", "method": ""})
+        elif v.name in stats.boot:
+            b, d = stats.boot[v.name], stats.decisions[v.name]
+            row.update(
+                {
+                    "d_mAP50": b.map50.estimate,
+                    "d_mAP50_ci_low": b.map50.ci_low,
+                    "d_mAP50_ci_high": b.map50.ci_high,
+                    "d_mAP50-95": b.map.estimate,
+                    "d_mAP50-95_ci_low": b.map.ci_low,
+                    "d_mAP50-95_ci_high": b.map.ci_high,
+                    "p_value": d.p_value,
+                    "p_holm": d.p_holm,
+                    "verdict": d.verdict,
+                    "method": f"bootstrap ({b.n_seeds} seed(s) x {b.n_images} images, Holm)",
+                }
+            )
+        else:
             seeds = sorted(set(ok) & set(base_ok))
             pc = paired_compare(
                 [_metric(ok[s], "map") for s in seeds], [_metric(base_ok[s], "map") for s in seeds]
             )
+            pc50 = paired_compare(
+                [_metric(ok[s], "map50") for s in seeds], [_metric(base_ok[s], "map50") for s in seeds]
+            )
             row.update(
                 {
+                    "d_mAP50": pc50.mean_diff,
+                    "d_mAP50_ci_low": pc50.ci_low,
+                    "d_mAP50_ci_high": pc50.ci_high,
                     "d_mAP50-95": pc.mean_diff,
                     "d_mAP50-95_ci_low": pc.ci_low,
                     "d_mAP50-95_ci_high": pc.ci_high,
                     "p_value": pc.p_value,
                     "verdict": pc.verdict,
+                    "method": "paired t-test over seeds (no match records)",
                 }
             )
-        else:
-            row.update({"d_mAP50-95": 0.0, "verdict": "reference"})
         rows.append(row)
     return rows
 
 
-def _fmt(v: Any, nd: int = 4) -> str:
-    if isinstance(v, float):
-        return "" if math.isnan(v) else f"{v:.{nd}f}"
-    return "" if v is None else str(v)
+def _disk_bytes(root: Path) -> int:
+    return sum(f.stat().st_size for f in root.rglob("*") if f.is_file())
 
 
-def to_markdown(rows: list[dict[str, Any]]) -> str:
-    head = [
-        "variant",
-        "params",
-        "GFLOPs",
-        "latency ms",
-        "seeds",
-        "mAP50",
-        "mAP50-95",
-        "COCO AP",
-        "insert",
-        "mAP50-95 @0",
-        "engagement",
-        "Δ mAP50-95 [95% CI]",
-        "verdict",
-    ]
-    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
-    for r in rows:
-        ci = ""
-        if r["variant"] != "baseline" and not math.isnan(r.get("d_mAP50-95", math.nan)):
-            lo, hi = r.get("d_mAP50-95_ci_low", math.nan), r.get("d_mAP50-95_ci_high", math.nan)
-            ci = f"{r['d_mAP50-95']:+.4f}" + ("" if math.isnan(lo) else f" [{lo:+.4f}, {hi:+.4f}]")
-        seeds = f"{r['seeds']}" + (f" ({r['failed']} failed)" if r["failed"] else "")
-        lines.append(
-            "| "
-            + " | ".join(
-                [
-                    r["variant"],
-                    f"{r.get('params', 0):,}",
-                    _fmt(r.get("gflops"), 2),
-                    _fmt(r.get("latency_ms"), 1),
-                    seeds,
-                    f"{_fmt(r['mAP50_mean'])} ± {_fmt(r['mAP50_std'])}",
-                    f"{_fmt(r['mAP50-95_mean'])} ± {_fmt(r['mAP50-95_std'])}",
-                    f"{_fmt(r['coco_AP_mean'])} ± {_fmt(r['coco_AP_std'])}",
-                    r.get("insert") or "",
-                    _fmt(r.get("mAP50-95@0_mean")),
-                    _fmt(r.get("engagement_mean"), 3),
-                    ci,
-                    r.get("verdict", ""),
-                ]
-            )
-            + " |"
-        )
-    errs = [r for r in rows if r["errors"]]
-    for r in errs:
-        lines.append(f"\n**{r['variant']} failed:** {r['errors']}")
-    return "\n".join(lines)
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, float) and math.isnan(v):
+        return None
+    if isinstance(v, np.generic):
+        return v.item()
+    return v
 
 
-def _plots(root: Path, rows: list[dict[str, Any]]) -> None:
-    import matplotlib
+def _settings(root: Path, cfg: Any, variants: Any, stats: StudyStats) -> dict[str, Any]:
+    from yoloattn.experiments.fingerprint import result_option_defaults, study_fingerprint
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    names = [r["variant"] for r in rows]
-    fig, ax = plt.subplots(1, 2, figsize=(10, 4))
-    for a, key, title in ((ax[0], "mAP50", "mAP@0.5"), (ax[1], "mAP50-95", "mAP@0.5:0.95")):
-        means = [r[f"{key}_mean"] for r in rows]
-        stds = [0.0 if math.isnan(r[f"{key}_std"]) else r[f"{key}_std"] for r in rows]
-        a.bar(range(len(rows)), means, yerr=stds, capsize=4, color=["grey"] + ["C0"] * (len(rows) - 1))
-        a.set_xticks(range(len(rows)), names, rotation=30, ha="right")
-        a.set_title(f"{title} (mean ± std over seeds)")
-    fig.tight_layout()
-    fig.savefig(root / "map_bar.png", dpi=120)
-    plt.close(fig)
-    for xkey, label, fname in (
-        ("gflops", "GFLOPs", "map_vs_gflops.png"),
-        ("latency_ms", "CPU latency (ms)", "map_vs_latency.png"),
-    ):
-        if not all(isinstance(r.get(xkey), float) for r in rows):
-            continue
-        fig, a = plt.subplots(figsize=(5, 4))
-        for r in rows:
-            a.errorbar(
-                r[xkey],
-                r["mAP50-95_mean"],
-                yerr=0 if math.isnan(r["mAP50-95_std"]) else r["mAP50-95_std"],
-                fmt="o",
-                capsize=3,
-            )
-            a.annotate(
-                r["variant"],
-                (r[xkey], r["mAP50-95_mean"]),
-                fontsize=8,
-                xytext=(3, 3),
-                textcoords="offset points",
-            )
-        a.set_xlabel(label)
-        a.set_ylabel("mAP@0.5:0.95")
-        fig.tight_layout()
-        fig.savefig(root / fname, dpi=120)
-        plt.close(fig)
+    study = root / "study.json"
+    fp = json.loads(study.read_text()).get("fingerprint") if study.is_file() else None
+    fp = fp or study_fingerprint(cfg)
+    shown = {"model", "data", "weights", "epochs", "imgsz", "batch", "nbs", "hyp", "hyp_overrides"}
+    shown |= {"insert", "gate", "gate_lr_mult", "new_lr_mult", "warmup_new", "version"}
+    defaults = result_option_defaults()
+    other = {k: v for k, v in fp.items() if k not in shown and v != defaults.get(k, object())}
+    return {
+        "fingerprint": fp,
+        "seeds": list(range(cfg.seeds)),
+        "variants": [v.name for v in variants],
+        "other_options": ", ".join(f"{k}={v}" for k, v in other.items()),
+        "val_images": stats.n_images,
+        "val_instances": stats.n_instances,
+        "keep_state": bool(getattr(cfg, "keep_state", False)),
+        "disk_bytes": _disk_bytes(root),
+    }
 
 
-def architecture_figures(cfg, variants) -> dict[str, dict[str, float]]:
-    """Params, GFLOPs at the training size and interleaved CPU latency for every variant."""
-    from yoloattn.data import load_dataset_config
-    from yoloattn.models.detector import build_model
-    from yoloattn.models.profile import count_flops
-
-    nc = load_dataset_config(cfg.data).nc
-    imgsz = int(cfg.train.get("imgsz", 640))
-    models, out = {}, {}
-    for v in variants:
-        try:
-            m = build_model(cfg.model, nc=nc, attention=v.attention).eval()
-        except Exception as e:  # reported through the run errors
-            LOGGER.warning("cannot build %s: %s", v.name, e)
-            continue
-        models[v.name] = m
-        out[v.name] = {
-            "params": sum(p.numel() for p in m.parameters()),
-            "gflops": count_flops(m, torch.zeros(1, 3, imgsz, imgsz)),
-        }
-    if not cfg.skip_latency and models:
-        for k, ms in measure_latency(models, imgsz, cfg.latency_runs).items():  # type: ignore[arg-type]
-            out[k]["latency_ms"] = ms
-    return out
-
-
-def write_summary(root: Path, cfg, variants, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    arch = architecture_figures(cfg, variants)
-    rows = summarise(variants, records, arch)
-    with (root / "summary.csv").open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore", lineterminator="\n")
-        w.writeheader()
-        for r in rows:
-            w.writerow(
-                {k: _fmt(r.get(k), 6) if isinstance(r.get(k), float) else r.get(k, "") for k in COLUMNS}
-            )
-    md = to_markdown(rows)
-    header = (
-        f"# Ablation `{cfg.name}`: {cfg.model} on {cfg.data}\n\n"
-        f"{cfg.seeds} seed(s) per variant; Δ is paired by seed against the baseline "
-        f"(95% t interval; verdict from a two-sided paired t-test at 0.05). Latency: CPU, batch 1, "
-        f"{cfg.train.get('imgsz', 640)} px, median of interleaved runs.\n\n"
+def _title(cfg: Any, settings: dict[str, Any]) -> str:
+    epochs = settings["fingerprint"].get("epochs")
+    seeds = len(settings["seeds"])
+    return (
+        f"{cfg.model} on {Path(cfg.data).stem}, {epochs if epochs is not None else 'default'} "
+        f"epoch{'' if epochs == 1 else 's'}, "
+        f"{seeds} seed{'s' if seeds != 1 else ''} per variant"
     )
-    (root / "summary.md").write_text(header + md + "\n")
+
+
+def _class_names(cfg: Any, nc: int) -> list[str]:
     try:
-        _plots(root, rows)
+        from yoloattn.data import load_dataset_config
+
+        dcfg = load_dataset_config(cfg.data)
+        if cfg.train.get("single_cls"):
+            dcfg = dcfg.as_single_class()
+        if len(dcfg.names) == nc:
+            return list(dcfg.names)
+    except Exception:  # the names are a nicety
+        pass
+    return [str(i) for i in range(nc)]
+
+
+def write_summary(
+    root: Path,
+    cfg: Any,
+    variants: Any,
+    records: list[dict[str, Any]],
+    arch: dict[str, dict[str, float]] | None = None,
+) -> list[dict[str, Any]]:
+    """Write ``summary.md``, ``summary.csv``, ``summary.json``, ``per_class.csv`` and the plots."""
+    if arch is None:
+        arch = architecture_figures(cfg, variants)
+    stats = study_statistics(variants, records, getattr(cfg, "n_resamples", 1000))
+    rows = summarise(variants, records, arch, stats)
+    settings = _settings(root, cfg, variants, stats)
+    title = _title(cfg, settings)
+    write_csv(root / "summary.csv", rows)
+    names: list[str] = []
+    if stats.per_class:
+        names = _class_names(cfg, len(next(iter(stats.per_class.values()))))
+        per_class = {v.name: stats.per_class[v.name] for v in variants if v.name in stats.per_class}
+        write_per_class_csv(root / "per_class.csv", names, per_class)
+    try:
+        plots = draw_plots(root, rows, title)
     except Exception as e:
         LOGGER.warning("could not draw plots: %s", e)
+        plots = []
+    if stats.boot:
+        method = (
+            f"Δ is variant − baseline, paired by seed; its 95 % interval is the percentile interval of "
+            f"a paired hierarchical bootstrap ({stats.n_resamples} resamples: seeds, then validation "
+            "images, with replacement; mAP recomputed exactly). Verdict: `better`/`worse` when the "
+            "Holm-adjusted bootstrap p-value over the variants is below 0.05, else `no significant "
+            "difference`."
+        )
+    else:
+        method = (
+            "Δ is variant − baseline, paired by seed (95 % t interval; verdict from a two-sided paired "
+            "t-test at 0.05): no match records, so no bootstrap."
+        )
+    mde = (
+        stats.mde_line
+        or "Minimum detectable effect: not available (needs a baseline, a variant and match records)."
+    )
+    md = to_markdown(rows)
+    text = [
+        f"# Ablation `{cfg.name}`: {title}",
+        "",
+        *settings_lines(settings),
+        "",
+        md,
+        "",
+        f"**{mde}**",
+        "",
+        method + f" Latency: CPU, batch 1, {settings['fingerprint'].get('imgsz')} px, median of "
+        "interleaved runs. `mAP50-95 @0`: before the first step (identity insertion starts level).",
+    ]
+    if stats.missing:
+        text += ["", f"Runs without match records (t-test used): {', '.join(stats.missing)}."]
+    if stats.per_class:
+        text += ["", "## Per-class AP50-95 (mean over seeds)", "", per_class_markdown(names, per_class)]
+    if plots:
+        text += ["", "## Plots", ""] + [f"- `{p}`: {PLOTS[p]}" for p in plots]
+    (root / "summary.md").write_text("\n".join(text) + "\n")
+    summary = {
+        "title": title,
+        "settings": settings,
+        "statistics": {
+            "method": "bootstrap" if stats.boot else "t-test",
+            "n_resamples": stats.n_resamples if stats.boot else None,
+            "alpha": 0.05,
+            "correction": "holm" if stats.boot else None,
+            "mde_mAP50-95": _jsonable(stats.mde),
+            "mde_line": stats.mde_line or None,
+            "mAP50": {
+                n: {
+                    "delta": d.delta,
+                    "ci": [d.ci_low, d.ci_high],
+                    "p": d.p_value,
+                    "p_holm": d.p_holm,
+                    "verdict": d.verdict,
+                }
+                for n, d in stats.decisions50.items()
+            },
+        },
+        "dataset": {
+            "train_images": settings["fingerprint"]["data"].get("train_images"),
+            "val_images": stats.n_images,
+            "val_instances": stats.n_instances,
+        },
+        "rows": [{k: _jsonable(v) for k, v in r.items()} for r in rows],
+        "per_class_ap50_95": {
+            "classes": names,
+            **{k: [_jsonable(x) for x in v] for k, v in stats.per_class.items()},
+        },
+        "disk_bytes": settings["disk_bytes"],
+        "plots": plots,
+    }
+    (root / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     print(md)
+    if stats.mde_line:
+        print(stats.mde_line)
     return rows
