@@ -137,3 +137,9 @@ def test_bad_insert_values_are_config_errors() -> None:
     cfg["backbone"][10][3] = {"insert": "maybe"}
     with pytest.raises(ValueError, match="row 10.*'insert' must be identity or plain"):
         Model(cfg)
+
+
+def test_deprecated_spelling_in_a_spec_builds_with_the_current_name() -> None:
+    with pytest.warns(DeprecationWarning, match="kernel_size"):
+        model = build_model("yolov5n", nc=2, attention="eca(k_size=5)@backbone")
+    assert model.yaml["backbone"][9][3] == {"kernel_size": 5}

@@ -283,9 +283,11 @@ def check_hyper(name: str, hyper: dict[str, Any]) -> dict[str, Any]:
 
     The one check of attention hyperparameter names, for YAML rows, placement specs and the
     factory alike: ``KeyError`` (close keys named) for an unknown module, ``ValueError`` naming
-    the unknown hyperparameters and the accepted ones.
+    the unknown hyperparameters and the accepted ones. Deprecated spellings (``k_size``,
+    ``ratio``, ...) are accepted with a ``DeprecationWarning`` and come back under their current names.
     """
     info = get_attention_info(name)
+    hyper = info.canonical_hyper(hyper)
     bad = sorted((k for k in hyper if not isinstance(k, str) or k not in info.defaults), key=str)
     if bad:
         raise ValueError(

@@ -164,8 +164,10 @@ def _validate(p: Placement) -> Placement:
     from yoloattn.attention.registry import check_hyper, get_attention_info
 
     key = get_attention_info(p.key).key  # KeyError with close matches when unknown
-    check_hyper(key, {k: v for k, v in p.hyper.items() if k != "insert"})  # insert: the row's mode
-    return Placement(key, p.where, p.indices, dict(p.hyper))
+    hyper = check_hyper(key, {k: v for k, v in p.hyper.items() if k != "insert"})  # insert: the row's mode
+    if "insert" in p.hyper:
+        hyper["insert"] = p.hyper["insert"]
+    return Placement(key, p.where, p.indices, hyper)
 
 
 def parse_attention_spec(
