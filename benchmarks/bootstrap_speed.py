@@ -25,7 +25,7 @@ import time
 import numpy as np
 
 from yoloattn.engine.records import MatchRecords, map_from_records, simulate_records
-from yoloattn.experiments.stats import bootstrap_maps, bootstrap_study, resample_plan
+from yoloattn.experiments.bootstrap import bootstrap_maps, bootstrap_study, resample_plan
 
 TARGET_S = 10.0
 

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
+from yoloattn.engine.confusion import ConfusionMatrix
 from yoloattn.engine.metrics import (
     IOUV,
-    ConfusionMatrix,
     DetMetrics,
     ap_per_class,
     compute_ap,

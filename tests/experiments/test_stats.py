@@ -5,20 +5,22 @@ import numpy as np
 import pytest
 
 from yoloattn.engine.records import MatchRecords, map_from_records, simulate_records
-from yoloattn.experiments.stats import (
+from yoloattn.experiments.bootstrap import (
     DeltaEstimate,
     PairedBootstrap,
     bootstrap_maps,
     bootstrap_p_value,
     bootstrap_study,
+    paired_bootstrap,
+    resample_plan,
+)
+from yoloattn.experiments.stats import (
     decide,
     holm,
     mean_std,
     minimum_detectable_effect,
-    paired_bootstrap,
     paired_compare,
     pooled_se,
-    resample_plan,
     t_cdf,
     t_ppf,
 )

@@ -16,9 +16,10 @@ import pytest
 
 from yoloattn.engine.records import MatchRecords, map_from_records, simulate_records
 from yoloattn.experiments import report
+from yoloattn.experiments.bootstrap import bootstrap_study
 from yoloattn.experiments.compare import CompareConfig, run_compare
 from yoloattn.experiments.fingerprint import StudyMismatch, diff_fingerprints, study_fingerprint
-from yoloattn.experiments.stats import bootstrap_study, decide
+from yoloattn.experiments.stats import decide
 from yoloattn.experiments.tables import COLUMNS
 
 N_IMG = 60

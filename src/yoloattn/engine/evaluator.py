@@ -23,7 +23,8 @@ import torch
 from torch import nn
 
 from yoloattn.data.boxes import scale_boxes, xywh2xyxy
-from yoloattn.engine.metrics import ConfusionMatrix, DetMetrics
+from yoloattn.engine.confusion import ConfusionMatrix
+from yoloattn.engine.metrics import DetMetrics
 from yoloattn.engine.nms import VAL_NMS, non_max_suppression
 from yoloattn.engine.protocol import DEFAULT_PROTOCOL, protocol_loader
 from yoloattn.engine.records import MatchRecords, records_from_stats

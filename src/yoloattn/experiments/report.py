@@ -5,7 +5,7 @@ repetitions measured in one process, so variants are comparable), mAP50 and mAP5
 and COCO-standard) as mean +/- std over seeds, the epoch-0 metrics and the attention engagement,
 and the paired difference to the baseline: Δ mAP50 and Δ mAP50-95 with 95 % intervals from the
 paired hierarchical bootstrap over seeds and validation images
-(:func:`yoloattn.experiments.stats.bootstrap_study`, from each run's ``records.npz``), and a
+(:func:`yoloattn.experiments.bootstrap.bootstrap_study`, from each run's ``records.npz``), and a
 verdict from the Holm-adjusted bootstrap p-value (:func:`~yoloattn.experiments.stats.decide`).
 Runs without match records (older studies) fall back to the paired t-test over seeds. The study's
 minimum detectable effect, the per-class AP50-95, the settings and the size on disk complete it.
@@ -26,11 +26,10 @@ from typing import Any
 import numpy as np
 
 from yoloattn.engine.records import MatchRecords, map_from_records
+from yoloattn.experiments.bootstrap import PairedBootstrap, bootstrap_study
 from yoloattn.experiments.cost import architecture_figures, measure_latency
 from yoloattn.experiments.plots import PLOTS, draw_plots
 from yoloattn.experiments.stats import (
-    PairedBootstrap,
-    bootstrap_study,
     decide,
     mean_std,
     minimum_detectable_effect,

@@ -21,8 +21,9 @@ import torch
 from torch import Tensor, nn
 
 from yoloattn.models.config import config_name
-from yoloattn.models.parse import Row, parse_model
+from yoloattn.models.parse import parse_model
 from yoloattn.models.placement import Spec, expand_config
+from yoloattn.models.rows import Row
 from yoloattn.nn import Conv, Detect, IDetect, RepConv
 
 __all__ = ["Model", "build_model"]
@@ -48,7 +49,7 @@ class Model(nn.Module):
             :func:`build_model`'s ``attention`` or the config's ``attention:`` key), else None.
         base_yaml: the config the index map starts from (without the placed rows), or None.
         save: rows whose outputs are kept for later rows.
-        rows: the resolved :class:`~yoloattn.models.parse.Row` of every layer.
+        rows: the resolved :class:`~yoloattn.models.rows.Row` of every layer.
         names: class names (default ``["0", "1", ...]``).
         nc: number of classes.
         stride: ``tensor([8., 16., 32.])`` for the P5 models (non-persistent buffer).

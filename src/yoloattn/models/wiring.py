@@ -43,7 +43,7 @@ class WiringError(ConfigError):
 
 
 class WiredRow(Protocol):
-    """What the check reads of a resolved row (:class:`yoloattn.models.parse.Row` has it)."""
+    """What the check reads of a resolved row (:class:`yoloattn.models.rows.Row` has it)."""
 
     index: int
     from_: Any
