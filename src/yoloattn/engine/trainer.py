@@ -29,9 +29,11 @@ from yoloattn.engine import setup as parts
 from yoloattn.engine.checkpoint import (
     Resume,
     ResumePoint,
+    check_unfinished,
     load_resume,
     restore_rng,
     restore_training,
+    resume_epoch,
     save_training_state,
 )
 from yoloattn.engine.distributed import (
@@ -92,6 +94,7 @@ class Trainer:
         self.device = select_device(self.cfg.device)
         init_distributed(self.device)
         self.main = self.rank == 0
+        self.start_epoch = 0
 
     @property
     def run_dir(self) -> Path:
@@ -105,12 +108,16 @@ class Trainer:
         cfg = self.cfg
         resuming = self.resume is not None
         seed_everything(cfg.seed + self.rank, cfg.deterministic)
-        self.data, self.scan_nc = parts.load_data(cfg)
-
         saved_cfg = self.run.model_yaml if resuming else None
         base_cfg, model_cfg, self.index_map = parts.model_configs(cfg, saved_cfg)
         self.family = model_family(model_cfg)
         self.epochs = parts.resolve_epochs(cfg, self.family)
+        if self.resume is not None:  # a finished run says so before any dataset is read or scanned
+            check_unfinished(self.resume, self.epochs)
+            if self.main:
+                n = resume_epoch(self.resume)
+                LOGGER.info("resuming %s from epoch %d of %d", self.run.root, n + 1, self.epochs)
+        self.data, self.scan_nc = parts.load_data(cfg)
         model = parts.build_run_model(
             cfg,
             base_cfg,
@@ -433,17 +440,23 @@ class Trainer:
             LOGGER.warning("could not plot results: %s", e)
 
 
+def session_summary(trainer: Trainer, result: TrainResult, seconds: float) -> str:
+    """E.g. ``2 epochs trained in this session (3 of 3 done) in 6.9 min``: a resumed session
+    counts only the epochs it trained itself."""
+    trained = result.epochs_done - trainer.start_epoch
+    return (
+        f"{trained} epoch{'s' if trained != 1 else ''} trained in this session "
+        f"({result.epochs_done} of {trainer.epochs} done) in {seconds / 60:.1f} min"
+    )
+
+
 def train(cfg: TrainConfig) -> TrainResult:
     """Run one training; see :class:`TrainConfig` for the options."""
     t0 = time.time()
-    result = Trainer(cfg).fit()
+    trainer = Trainer(cfg)
+    result = trainer.fit()
     if result is not None and not cfg.quiet:
-        LOGGER.info(
-            "%d epochs done in %.1f min; results in %s",
-            result.epochs_done,
-            (time.time() - t0) / 60,
-            result.run_dir,
-        )
+        LOGGER.info("%s; results in %s", session_summary(trainer, result, time.time() - t0), result.run_dir)
     if math.isnan(result.best_fitness if result else 0.0):
         raise TrainingDiverged("fitness is NaN")
     return result
