@@ -222,7 +222,7 @@ class Trainer:
                 final = epoch + 1 == self.epochs
                 periodic = not cfg.noval and (epoch + 1) % cfg.val_interval == 0
                 do_val = self.val_loader is not None and (periodic or final)
-                vloss = torch.zeros(3)
+                vloss: torch.Tensor | None = None  # empty cells in results.csv
                 if do_val:
                     metrics, vloss = self._validate()
                 fit = fitness(metrics.get("map50", 0.0), metrics.get("map", 0.0)) if do_val else -1.0
@@ -357,11 +357,22 @@ class Trainer:
             )
         return m, res.loss
 
-    def _write_results(self, epoch, mloss, metrics, vloss, lrs) -> None:
-        values = [
+    def _write_results(
+        self,
+        epoch: int,
+        mloss: torch.Tensor,
+        metrics: dict[str, float],
+        vloss: torch.Tensor | None,
+        lrs: list[float],
+    ) -> None:
+        """One ``results.csv`` row. Cells with nothing to report stay empty (not 0): the metrics
+        before the first validation (``--noval``), and the val losses of unvalidated epochs. An
+        unvalidated epoch after a validation repeats the last metrics, as officially."""
+        mkeys = ("mp", "mr", "map50", "map")
+        values: list[float | None] = [
             *[float(x) for x in mloss],
-            *(float(metrics.get(k, 0.0)) for k in ("mp", "mr", "map50", "map")),
-            *[float(x) for x in vloss],
+            *(float(metrics[k]) if k in metrics else None for k in mkeys),
+            *([float(x) for x in vloss] if vloss is not None else [None] * 3),
             *lrs[:3],
         ]
         write_results_row(self.run.results_csv, epoch, values)
