@@ -148,7 +148,7 @@ def split_prefix(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, tor
 
 # ------------------------------------------------------------------------------------- resume
 #: the options a resume takes from the command that resumes (everything else is the run's own)
-RESUME_OPTIONS = ("stop_after_epochs", "quiet", "device", "workers")
+RESUME_OPTIONS = ("stop_after_epochs", "quiet", "device", "workers", "threads")
 
 
 @dataclass

@@ -108,6 +108,8 @@ class Trainer:
         cfg = self.cfg
         resuming = self.resume is not None
         seed_everything(cfg.seed + self.rank, cfg.deterministic)
+        self.threads = parts.resolve_threads(cfg.threads, cfg.workers, self.world)
+        torch.set_num_threads(self.threads)
         saved_cfg = self.run.model_yaml if resuming else None
         base_cfg, model_cfg, self.index_map = parts.model_configs(cfg, saved_cfg)
         self.family = model_family(model_cfg)
@@ -144,6 +146,10 @@ class Trainer:
             self.anchor_report = parts.check_run_anchors(cfg, self.train_set, model, self.hyp)
             self.model_cfg = model.yaml
         self.train_loader = parts.build_train_loader(cfg, self.train_set, self.rank, self.world)
+        if self.main:
+            nw = self.train_loader.num_workers
+            each = f"+{nw} worker{'s' if nw != 1 else ''}, 1 thread each" if nw else "no dataloader workers"
+            LOGGER.info("threads: %d (%s)", self.threads, each)
         self.val_set, self.val_loader = None, None
         if self.main and self.data.val:
             self.val_set, self.val_loader = parts.build_val_loader(cfg, self.data, self.gs, self.scan_nc)
@@ -196,6 +202,14 @@ class Trainer:
 
     # ----------------------------------------------------------------- loop
     def fit(self) -> TrainResult:
+        """Set up and train; the process's torch thread count is restored afterwards."""
+        before = torch.get_num_threads()
+        try:
+            return self._fit()
+        finally:
+            torch.set_num_threads(before)
+
+    def _fit(self) -> TrainResult:
         self.setup()
         cfg = self.cfg
         nb = len(self.train_loader)
