@@ -166,7 +166,7 @@ def test_train_options_are_generated_from_train_config():
     assert flags(train) == sorted(
         "-h --help --model --data --attention --weights --seed --project --name --exist-ok --resume "
         "--noplots --epochs --batch --imgsz --hyp --set --optimizer --lr-schedule --device --workers "
-        "--val-interval --noval --freeze --sync-bn --no-amp --label-smoothing --nbs --patience "
+        "--threads --val-interval --noval --freeze --sync-bn --no-amp --label-smoothing --nbs --patience "
         "--cache-dir --single-cls --multi-scale --save-period --cache --rect --quiet --noautoanchor "
         "--clip-grad --insert --gate --gate-lr-mult --new-lr-mult --warmup-new".split()
     )

@@ -51,6 +51,20 @@ def test_cache_falls_back_to_user_dir_when_labels_are_read_only(tmp_path, monkey
         labels_root.chmod(0o755)
 
 
+def test_scanning_the_packaged_demo_data_writes_nothing_into_the_package(tmp_path, monkeypatch):
+    import yoloattn
+
+    package = Path(yoloattn.__file__).parent
+    demo = package / "demo" / "raccoon" / "images" / "train"
+    before = sorted(p for p in package.rglob("*") if "__pycache__" not in p.parts)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    r = scan_split(demo, nc=1)
+    after = sorted(p for p in package.rglob("*") if "__pycache__" not in p.parts)
+    assert after == before, sorted(set(after) - set(before))
+    assert r.cache_file is not None and Path(r.cache_file).parent == tmp_path / "xdg" / "yoloattn"
+    assert scan_split(demo, nc=1).from_cache
+
+
 def test_cache_write_is_atomic_a_failed_write_keeps_the_old_cache(tmp_path, monkeypatch, caplog):
     img_dir = make_split(tmp_path, "train", tiny_items(2))
     cache_dir = tmp_path / "c"

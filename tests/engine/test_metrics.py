@@ -273,3 +273,24 @@ def test_smooth_keeps_length_for_any_size():
         y = np.linspace(0, 1, n)
         assert smooth(y).shape == (n,), n
     assert np.allclose(smooth(np.ones(60)), 1.0)
+
+
+def test_results_plot_skips_empty_cells_of_unvalidated_epochs(tmp_path, monkeypatch):
+    from matplotlib.axes import Axes
+
+    drawn: dict[str, tuple[list[float], list[float]]] = {}
+    real_plot = Axes.plot
+
+    def recording_plot(self, x, y, *a, **k):
+        if k.get("label") == "results":
+            drawn[self.get_title() or str(len(drawn))] = (list(x), list(y))
+        return real_plot(self, x, y, *a, **k)
+
+    monkeypatch.setattr(Axes, "plot", recording_plot)
+    csv = tmp_path / "results.csv"
+    csv.write_text("epoch,train/box_loss,metrics/mAP_0.5\n0,0.1,\n1,0.08,\n2,0.07,0.35\n")
+    plot_results_csv(csv)
+    # titles are set after plotting: the series come in column order
+    (x_loss, y_loss), (x_map, y_map) = drawn.values()
+    assert x_loss == [0.0, 1.0, 2.0] and y_loss == [0.1, 0.08, 0.07]
+    assert x_map == [2.0] and y_map == [0.35]  # the empty cells are no points (neither 0 nor NaN)

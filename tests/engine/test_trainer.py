@@ -87,6 +87,25 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(tiny_data, tmp_path):
         train(TrainConfig(resume=str(part.run_dir), quiet=True, workers=0))
 
 
+def test_resume_says_where_it_continues_and_a_finished_run_skips_the_data(
+    tiny_data, tmp_path, monkeypatch, caplog
+):
+    part = train(_cfg(tiny_data, tmp_path, epochs=3, name="msg", noval=True, stop_after_epochs=1))
+    caplog.set_level("INFO", logger="yoloattn.train")
+    train(TrainConfig(resume=str(part.run_dir), quiet=False, workers=0))
+    msgs = [r.getMessage() for r in caplog.records]
+    assert sum(m.startswith(f"resuming {part.run_dir} from epoch 2 of 3") for m in msgs) == 1, msgs
+    assert any(m.startswith("2 epochs trained in this session (3 of 3 done) in ") for m in msgs), msgs
+
+    def no_scan(*a, **k):
+        raise AssertionError("a finished run must not scan its dataset")
+
+    monkeypatch.setattr(tr.parts, "build_train_set", no_scan)
+    monkeypatch.setattr(tr.parts, "load_data", no_scan)
+    with pytest.raises(ValueError, match="already finished all 3 epochs"):
+        train(TrainConfig(resume=str(part.run_dir), quiet=True, workers=0))
+
+
 def test_nan_loss_stops_with_clear_message_and_keeps_checkpoint(tiny_data, tmp_path, monkeypatch):
     res = train(_cfg(tiny_data, tmp_path, epochs=2, name="nan", noval=True, stop_after_epochs=1))
     state = res.run_dir / "weights" / "last.state.safetensors"
@@ -175,8 +194,11 @@ def test_noval_still_validates_the_final_epoch_and_recipe_keys_are_honoured(tiny
     assert type(t.loss_fn).__name__ == "ComputeLossOTA"
     res = train(_cfg(tiny_data, tmp_path, name="nv", epochs=2, noval=True))
     rows = list(csv.DictReader((res.run_dir / "results.csv").open()))
-    # only the last epoch is validated: its val losses are filled, the first epoch's are not
-    assert float(rows[0]["val/box_loss"]) == 0.0 and float(rows[1]["val/box_loss"]) > 0.0
+    # only the last epoch is validated: its val losses and metrics are filled, the first epoch's
+    # cells are empty (not 0, which plots and reads as a measurement)
+    assert rows[0]["val/box_loss"] == "" and float(rows[1]["val/box_loss"]) > 0.0
+    assert rows[0]["metrics/mAP_0.5"] == rows[0]["metrics/precision"] == ""
+    assert float(rows[1]["metrics/mAP_0.5"]) >= 0.0 and rows[0]["x/lr0"] != ""
 
 
 def test_gradient_accumulation_spans_epochs_and_survives_resume(tiny_data, tmp_path):

@@ -55,7 +55,13 @@ def run(args: argparse.Namespace) -> int:
             args.resume = str(RunDir.latest(args.project).root)
             if int(os.environ.get("RANK", 0)) == 0:
                 print(f"resuming {args.resume}")
-        cfg = TrainConfig(resume=args.resume, device=args.device, workers=args.workers, quiet=args.quiet)
+        cfg = TrainConfig(
+            resume=args.resume,
+            device=args.device,
+            workers=args.workers,
+            threads=args.threads,
+            quiet=args.quiet,
+        )
     else:
         if not args.data:
             raise ValueError("--data is required (a dataset YAML), or --resume RUN_DIR")

@@ -2,8 +2,9 @@
 
 The cache is a plain NumPy ``.npz`` (no pickled objects; read with ``allow_pickle=False``) saved
 as ``<label folder>.cache.npz`` next to the label folder, or in the user cache dir
-(``$XDG_CACHE_HOME/yoloattn`` or ``~/.cache/yoloattn``) when that folder is read-only, or in an
-explicit ``cache_dir``. It is keyed by :func:`scan_hash`, a hash of the paths, sizes and mtimes
+(``$XDG_CACHE_HOME/yoloattn`` or ``~/.cache/yoloattn``) when that folder is read-only or lies
+inside the installed ``yoloattn`` package (its demo data: a package folder is never written
+to), or in an explicit ``cache_dir``. It is keyed by :func:`scan_hash`, a hash of the paths, sizes and mtimes
 of all images and labels, the class count and the tolerance, so any change to them triggers a
 rescan. It is written atomically (:func:`yoloattn._io.atomic_paths`): a kill leaves the old cache
 or the new one, never a torn one.
@@ -73,6 +74,17 @@ def user_cache_dir() -> Path:
     return base / "yoloattn"
 
 
+#: the installed package's folder (``Path(yoloattn.__file__).parent``); caches never go inside it
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
+
+
+def _inside_package(d: Path) -> bool:
+    try:
+        return d.resolve().is_relative_to(PACKAGE_DIR)
+    except OSError:
+        return False
+
+
 def _dir_writable(d: Path) -> bool:
     """Writable by us AND not marked read-only by its mode bits (respected even when running as root)."""
     try:
@@ -84,11 +96,14 @@ def _dir_writable(d: Path) -> bool:
 def cache_candidates(label_files: Sequence[Path], cache_dir: str | os.PathLike[str] | None) -> list[Path]:
     """Where the cache of a split whose first label file is ``label_files[0]`` goes, in order of
     preference: ``cache_dir`` alone when given, else next to the label folder, then the user
-    cache dir (named by the label folder and a hash of its path)."""
+    cache dir (named by the label folder and a hash of its path). Data inside the installed
+    package (the demo data) is cached in the user cache dir only."""
     label_dir = Path(label_files[0]).parent.absolute()
     key = f"{label_dir.name}-{hashlib.sha1(str(label_dir).encode()).hexdigest()[:12]}{CACHE_SUFFIX}"
     if cache_dir is not None:
         return [Path(cache_dir).expanduser() / key]
+    if _inside_package(label_dir):
+        return [user_cache_dir() / key]
     return [label_dir.parent / f"{label_dir.name}{CACHE_SUFFIX}", user_cache_dir() / key]
 
 
@@ -112,7 +127,7 @@ def save_cache(report: ScanReport, candidates: Sequence[Path], explicit: bool) -
         "problems": np.str_(problems),
     }
     for i, path in enumerate(candidates):
-        is_user_dir = explicit or i > 0
+        is_user_dir = explicit or i > 0 or path.parent == user_cache_dir()
         try:
             if is_user_dir:
                 path.parent.mkdir(parents=True, exist_ok=True)

@@ -155,8 +155,11 @@ class YoloDataLoader(DataLoader):
 
 
 def seed_worker(worker_id: int) -> None:
-    """Seed Python/numpy global RNGs in a worker from torch's per-worker seed (for third-party
-    code; yoloattn's augmentation does not use global RNG state)."""
+    """Set up a dataloader worker process: one torch thread (the workers and the training
+    process's own threads would otherwise oversubscribe the CPUs), and Python/numpy global RNGs
+    seeded from torch's per-worker seed (for third-party code; yoloattn's augmentation does not
+    use global RNG state)."""
+    torch.set_num_threads(1)
     s = torch.initial_seed() % 2**32
     np.random.seed(s)
     random.seed(s)

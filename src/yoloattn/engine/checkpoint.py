@@ -37,6 +37,7 @@ __all__ = [
     "Resume",
     "ResumePoint",
     "capture_rng",
+    "check_unfinished",
     "load_resume",
     "load_training_state",
     "restore_rng",
@@ -147,7 +148,7 @@ def split_prefix(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, tor
 
 # ------------------------------------------------------------------------------------- resume
 #: the options a resume takes from the command that resumes (everything else is the run's own)
-RESUME_OPTIONS = ("stop_after_epochs", "quiet", "device", "workers")
+RESUME_OPTIONS = ("stop_after_epochs", "quiet", "device", "workers", "threads")
 
 
 @dataclass
@@ -193,6 +194,18 @@ def load_resume(cfg: TrainConfig) -> Resume:
     return Resume(new, run, tensors, state)
 
 
+def resume_epoch(resume: Resume) -> int:
+    """The (0-based) epoch a resume continues with: the one after the last checkpointed epoch."""
+    return int(resume.state["epoch"]) + 1
+
+
+def check_unfinished(resume: Resume, epochs: int) -> None:
+    """Raise ``ValueError`` when the run already finished all ``epochs`` (cheap: the trainer calls
+    it before any dataset is scanned)."""
+    if resume_epoch(resume) >= epochs:
+        raise ValueError(f"run {resume.run.root} already finished all {epochs} epochs; nothing to resume")
+
+
 @dataclass
 class ResumePoint:
     """Where the loop continues after :func:`restore_training`."""
@@ -225,13 +238,12 @@ def restore_training(
     restore_optimizer(optimizer, tensors, state)
     if state.get("scaler") and scaler.is_enabled():
         scaler.load_state_dict(state["scaler"])
-    start_epoch = state["epoch"] + 1
+    start_epoch = resume_epoch(resume)
     extra = resume.extra
     # the in-process loop has stepped the scheduler once per finished epoch (plus the step
     # LambdaLR takes at construction), so the next step must give lf(start_epoch + 1)
     scheduler.last_epoch = start_epoch
-    if start_epoch >= epochs:
-        raise ValueError(f"run {resume.run.root} already finished all {epochs} epochs; nothing to resume")
+    check_unfinished(resume, epochs)
     return ResumePoint(
         start_epoch=start_epoch,
         best_fitness=state["best_fitness"],

@@ -193,7 +193,8 @@ def plot_results_csv(csv_path: str | Path, out_path: str | Path | None = None) -
     """Plot every numeric column of a training ``results.csv`` against the epoch (``results.png``).
 
     The x axis is the ``epoch`` column when there is one, else the row number. Column names are
-    stripped of surrounding spaces. Writes ``out_path`` (default ``results.png`` next to the CSV).
+    stripped of surrounding spaces; empty cells (epochs without validation) are left out of
+    their column's line. Writes ``out_path`` (default ``results.png`` next to the CSV).
     """
     csv_path = Path(csv_path)
     if not csv_path.is_file():
@@ -223,9 +224,9 @@ def plot_results_csv(csv_path: str | Path, out_path: str | Path | None = None) -
     fig = Figure(figsize=(3.2 * ncols, 2.8 * nrows), tight_layout=True)
     axes = np.atleast_1d(fig.subplots(nrows, ncols)).ravel()
     for ax, (name, y) in zip(axes, series):
-        ax.plot(x, y, marker=".", linewidth=2, markersize=6, label="results")
-        if np.isfinite(y).sum() > 2:
-            ok = np.isfinite(y)
+        ok = np.isfinite(y)  # empty cells (epochs not validated) are skipped, not plotted as 0
+        ax.plot(x[ok], y[ok], marker=".", linewidth=2, markersize=6, label="results")
+        if ok.sum() > 2:
             ax.plot(x[ok], _smooth(y[ok], 0.05), ":", linewidth=2, label="smooth")
         ax.set_title(name, fontsize=10)
     for ax in axes[len(series) :]:

@@ -62,13 +62,14 @@ def increment_path(path: str | Path, exist_ok: bool = False) -> Path:
 
 
 def write_results_row(path: Path, epoch: int, values: list[Any]) -> None:
-    """Append one epoch's row to ``results.csv`` (a new file, with the header, at epoch 0)."""
+    """Append one epoch's row to ``results.csv`` (a new file, with the header, at epoch 0).
+    ``None`` values (nothing measured that epoch, e.g. metrics under ``--noval``) are empty cells."""
     new = not path.exists() or epoch == 0
     with path.open("w" if new else "a", newline="") as f:
         w = csv.writer(f)
         if new:
             w.writerow(RESULT_COLUMNS)
-        w.writerow([f"{v:.6g}" if isinstance(v, float) else v for v in [epoch, *values]])
+        w.writerow(["" if v is None else f"{v:.6g}" if isinstance(v, float) else v for v in [epoch, *values]])
 
 
 def truncate_results(path: Path, before_epoch: int) -> int:

@@ -10,6 +10,7 @@ they draw from the global random generators is part of the exact-resume contract
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -41,6 +42,7 @@ __all__ = [
     "model_configs",
     "resolve_epochs",
     "resolve_hyp",
+    "resolve_threads",
     "wrap_distributed",
     "warmup_new_fixed",
     "log_insertion",
@@ -90,6 +92,22 @@ def _with_insert(model_cfg: dict[str, Any], cfg: TrainConfig) -> dict[str, Any]:
     own = model_cfg.get("insert")
     mode = cfg.insert if cfg.insert != "auto" or own in (None, "auto") else own
     return set_insert(model_cfg, resolve_insert(mode, transferred=bool(cfg.weights)))
+
+
+def resolve_threads(threads: int | None, workers: int, world: int = 1) -> int:
+    """Torch threads for one training process, so that threads plus dataloader workers do not
+    oversubscribe the CPUs: ``threads`` when given, else ``$OMP_NUM_THREADS`` when set, else
+    ``max(1, CPUs per process // (1 + workers))`` (each worker process runs 1 thread, see
+    :func:`yoloattn.data.loader.seed_worker`)."""
+    if threads is not None:
+        if threads < 1:
+            raise ValueError(f"--threads must be at least 1, got {threads}")
+        return threads
+    env = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cpus // max(world, 1) // (1 + max(workers, 0)))
 
 
 def resolve_epochs(cfg: TrainConfig, family: str) -> int:

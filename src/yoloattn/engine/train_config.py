@@ -91,6 +91,11 @@ class TrainConfig:
     )
     device: str = option("", help="'' auto, cpu, 0, 0,1,...")
     workers: int = option(2, help="dataloader workers")
+    threads: int | None = option(
+        None,
+        help="torch threads of each training process (default: $OMP_NUM_THREADS when set, else "
+        "max(1, CPUs per process // (1 + workers)); each dataloader worker uses 1)",
+    )
     seed: int = option(0, scope=RUN, help="random seed (initialisation, data order, augmentation)")
     deterministic: bool = option(True, scope=API, help="deterministic algorithms")
     project: str = option("runs/train", scope=RUN, help="folder of the run folders")

@@ -29,9 +29,11 @@ from yoloattn.engine import setup as parts
 from yoloattn.engine.checkpoint import (
     Resume,
     ResumePoint,
+    check_unfinished,
     load_resume,
     restore_rng,
     restore_training,
+    resume_epoch,
     save_training_state,
 )
 from yoloattn.engine.distributed import (
@@ -92,6 +94,7 @@ class Trainer:
         self.device = select_device(self.cfg.device)
         init_distributed(self.device)
         self.main = self.rank == 0
+        self.start_epoch = 0
 
     @property
     def run_dir(self) -> Path:
@@ -105,12 +108,18 @@ class Trainer:
         cfg = self.cfg
         resuming = self.resume is not None
         seed_everything(cfg.seed + self.rank, cfg.deterministic)
-        self.data, self.scan_nc = parts.load_data(cfg)
-
+        self.threads = parts.resolve_threads(cfg.threads, cfg.workers, self.world)
+        torch.set_num_threads(self.threads)
         saved_cfg = self.run.model_yaml if resuming else None
         base_cfg, model_cfg, self.index_map = parts.model_configs(cfg, saved_cfg)
         self.family = model_family(model_cfg)
         self.epochs = parts.resolve_epochs(cfg, self.family)
+        if self.resume is not None:  # a finished run says so before any dataset is read or scanned
+            check_unfinished(self.resume, self.epochs)
+            if self.main:
+                n = resume_epoch(self.resume)
+                LOGGER.info("resuming %s from epoch %d of %d", self.run.root, n + 1, self.epochs)
+        self.data, self.scan_nc = parts.load_data(cfg)
         model = parts.build_run_model(
             cfg,
             base_cfg,
@@ -137,6 +146,10 @@ class Trainer:
             self.anchor_report = parts.check_run_anchors(cfg, self.train_set, model, self.hyp)
             self.model_cfg = model.yaml
         self.train_loader = parts.build_train_loader(cfg, self.train_set, self.rank, self.world)
+        if self.main:
+            nw = self.train_loader.num_workers
+            each = f"+{nw} worker{'s' if nw != 1 else ''}, 1 thread each" if nw else "no dataloader workers"
+            LOGGER.info("threads: %d (%s)", self.threads, each)
         self.val_set, self.val_loader = None, None
         if self.main and self.data.val:
             self.val_set, self.val_loader = parts.build_val_loader(cfg, self.data, self.gs, self.scan_nc)
@@ -189,6 +202,14 @@ class Trainer:
 
     # ----------------------------------------------------------------- loop
     def fit(self) -> TrainResult:
+        """Set up and train; the process's torch thread count is restored afterwards."""
+        before = torch.get_num_threads()
+        try:
+            return self._fit()
+        finally:
+            torch.set_num_threads(before)
+
+    def _fit(self) -> TrainResult:
         self.setup()
         cfg = self.cfg
         nb = len(self.train_loader)
@@ -215,7 +236,7 @@ class Trainer:
                 final = epoch + 1 == self.epochs
                 periodic = not cfg.noval and (epoch + 1) % cfg.val_interval == 0
                 do_val = self.val_loader is not None and (periodic or final)
-                vloss = torch.zeros(3)
+                vloss: torch.Tensor | None = None  # empty cells in results.csv
                 if do_val:
                     metrics, vloss = self._validate()
                 fit = fitness(metrics.get("map50", 0.0), metrics.get("map", 0.0)) if do_val else -1.0
@@ -350,11 +371,22 @@ class Trainer:
             )
         return m, res.loss
 
-    def _write_results(self, epoch, mloss, metrics, vloss, lrs) -> None:
-        values = [
+    def _write_results(
+        self,
+        epoch: int,
+        mloss: torch.Tensor,
+        metrics: dict[str, float],
+        vloss: torch.Tensor | None,
+        lrs: list[float],
+    ) -> None:
+        """One ``results.csv`` row. Cells with nothing to report stay empty (not 0): the metrics
+        before the first validation (``--noval``), and the val losses of unvalidated epochs. An
+        unvalidated epoch after a validation repeats the last metrics, as officially."""
+        mkeys = ("mp", "mr", "map50", "map")
+        values: list[float | None] = [
             *[float(x) for x in mloss],
-            *(float(metrics.get(k, 0.0)) for k in ("mp", "mr", "map50", "map")),
-            *[float(x) for x in vloss],
+            *(float(metrics[k]) if k in metrics else None for k in mkeys),
+            *([float(x) for x in vloss] if vloss is not None else [None] * 3),
             *lrs[:3],
         ]
         write_results_row(self.run.results_csv, epoch, values)
@@ -433,17 +465,23 @@ class Trainer:
             LOGGER.warning("could not plot results: %s", e)
 
 
+def session_summary(trainer: Trainer, result: TrainResult, seconds: float) -> str:
+    """E.g. ``2 epochs trained in this session (3 of 3 done) in 6.9 min``: a resumed session
+    counts only the epochs it trained itself."""
+    trained = result.epochs_done - trainer.start_epoch
+    return (
+        f"{trained} epoch{'s' if trained != 1 else ''} trained in this session "
+        f"({result.epochs_done} of {trainer.epochs} done) in {seconds / 60:.1f} min"
+    )
+
+
 def train(cfg: TrainConfig) -> TrainResult:
     """Run one training; see :class:`TrainConfig` for the options."""
     t0 = time.time()
-    result = Trainer(cfg).fit()
+    trainer = Trainer(cfg)
+    result = trainer.fit()
     if result is not None and not cfg.quiet:
-        LOGGER.info(
-            "%d epochs done in %.1f min; results in %s",
-            result.epochs_done,
-            (time.time() - t0) / 60,
-            result.run_dir,
-        )
+        LOGGER.info("%s; results in %s", session_summary(trainer, result, time.time() - t0), result.run_dir)
     if math.isnan(result.best_fitness if result else 0.0):
         raise TrainingDiverged("fitness is NaN")
     return result

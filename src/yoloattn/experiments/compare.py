@@ -114,6 +114,7 @@ def run_one(cfg: CompareConfig, variant: Variant, seed: int) -> dict[str, Any]:
             quiet=cfg.train.get("quiet", False),
             device=cfg.train.get("device", ""),
             workers=cfg.train.get("workers", 2),
+            threads=cfg.train.get("threads"),
         )
         try:
             train(tc)
