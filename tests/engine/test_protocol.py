@@ -200,6 +200,9 @@ def test_trainer_compare_and_val_agree(tmp_path: Path, capsys: pytest.CaptureFix
         quiet=True,
         cache_dir=str(tmp_path / "cache"),
         plots=False,
+        # the same thread count as the evaluations below: conv kernels (and so the last float
+        # digits) depend on it, not on the batch size (docs/evaluation.md)
+        threads=torch.get_num_threads(),
     )
     res = train(cfg)
     with (res.run_dir / "results.csv").open() as f:
