@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
     from yoloattn.engine.distributed import select_device
     from yoloattn.engine.evaluator import resolve_weights
     from yoloattn.engine.explain import attention_rows, explain_image, explanation_record, save_explanation
-    from yoloattn.engine.predictor import iter_sources, load_image
+    from yoloattn.engine.predictor import collect_sources, load_image
     from yoloattn.engine.runs import increment_path
     from yoloattn.models.weights import load_model, read_sidecar
 
@@ -94,15 +94,7 @@ def run(args: argparse.Namespace) -> int:
     imgsz = args.imgsz or int(read_sidecar(weights).get("imgsz") or 640)
     names = list(model.names)
     rows = sorted(attention_rows(model, args.rows))  # checks --rows before any work
-    paths, problems = [], []
-    for src in args.source:
-        p, probs = iter_sources(src)
-        paths += p
-        problems += probs
-    for msg in problems:
-        print(f"warning: {msg}", file=sys.stderr)
-    if not paths:
-        raise FileNotFoundError("no images found in --source " + " ".join(args.source))
+    paths = collect_sources(args.source)
     out = increment_path(Path(args.project) / args.name)
     out.mkdir(parents=True)
     print(

@@ -66,8 +66,8 @@ def run(args: argparse.Namespace) -> int:
     from yoloattn.engine.evaluator import resolve_weights
     from yoloattn.engine.predictor import (
         Prediction,
+        collect_sources,
         dump_json,
-        iter_sources,
         predict,
         save_prediction,
         to_json,
@@ -82,15 +82,7 @@ def run(args: argparse.Namespace) -> int:
     print(note.split(",")[0])  # single-cls plays no part in prediction
     model = load_model(wpath, device=device)
     names = list(model.names)
-    paths, problems = [], []
-    for src in args.source:
-        p, probs = iter_sources(src)
-        paths += p
-        problems += probs
-    for msg in problems:
-        print(f"warning: {msg}", file=sys.stderr)
-    if not paths:
-        raise FileNotFoundError("no images found in --source " + " ".join(args.source))
+    paths = collect_sources(args.source)
     out = increment_path(Path(args.project) / args.name)
     out.mkdir(parents=True)
     items, n_ok, n_bad = [], 0, 0

@@ -59,6 +59,24 @@ def iter_sources(source: str) -> tuple[list[Path], list[str]]:
     return images, problems
 
 
+def collect_sources(sources: list[str]) -> list[Path]:
+    """Images of every ``--source`` (files, folders, globs); problems are printed as warnings.
+
+    Raises FileNotFoundError when no image is found.
+    """
+    import sys
+
+    paths: list[Path] = []
+    for src in sources:
+        p, problems = iter_sources(src)
+        paths += p
+        for msg in problems:
+            print(f"warning: {msg}", file=sys.stderr)
+    if not paths:
+        raise FileNotFoundError("no images found in --source " + " ".join(sources))
+    return paths
+
+
 def load_image(path: Path) -> np.ndarray:
     """The image as an ``H x W x 3`` RGB array, EXIF orientation applied."""
     with Image.open(path) as f:
