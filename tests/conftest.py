@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +39,26 @@ def make_tiny_dataset(root: Path, n_train: int = 8, n_val: int = 4, size: int = 
     yaml_path = root / "tiny.yaml"
     yaml_path.write_text(f"path: .\ntrain: images/train\nval: images/val\nnc: {nc}\nnames:\n{names}\n")
     return yaml_path
+
+
+def _snapshot(root: Path) -> dict[str, tuple[int, int]]:
+    """Every file under ``root`` with its size and modification time (ns)."""
+    if not root.is_dir():
+        return {}
+    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*")}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def shared_datasets_untouched() -> Iterator[None]:
+    """The suite must never write into ``../shared`` (read-only in CI, writable for a root user
+    here): the datasets folder is the same, file for file, after the session as before it."""
+    before = _snapshot(SHARED)
+    yield
+    after = _snapshot(SHARED)
+    changed = sorted(
+        set(before) ^ set(after) | {k for k in before.keys() & after.keys() if before[k] != after[k]}
+    )
+    assert not changed, f"the tests wrote into {SHARED}: {changed[:10]} (point caches at a temporary folder)"
 
 
 @pytest.fixture(scope="session")

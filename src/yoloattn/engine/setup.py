@@ -79,7 +79,9 @@ def model_configs(
 
     if saved is not None and saved.is_file():
         return load_config(cfg.model), load_config(str(saved)), None
-    placed = expand_config(cfg.model, cfg.attention or None, gate=cfg.gate)
+    placed = expand_config(
+        cfg.model, cfg.attention or None, gate=cfg.gate, allow_unused_rows=cfg.allow_unused_rows
+    )
     placed.cfg = _with_insert(placed.cfg, cfg)
     return placed.base, placed.cfg, placed.index_map
 

@@ -178,6 +178,11 @@ class TrainConfig:
         metavar="N",
         help="first N epochs: only the inserted attention rows, their gates and the Detect head train",
     )
+    allow_unused_rows: bool = option(
+        False,
+        help="skip the model parser's miswire check (a row nothing consumes, a Detect input of the "
+        "wrong stride) for research configs that mean it; recorded in model.yaml",
+    )
     eval_start: bool = option(
         False, scope=API, help="validate the model before its first step (compare's epoch-0 column)"
     )
