@@ -229,10 +229,13 @@ def _validate(gt: Mapping[str, Any], dets: Sequence[Mapping[str, Any]]) -> None:
             )
     img_ids = {img["id"] for img in gt["images"]}
     cat_ids = {cat["id"] for cat in gt["categories"]}
-    bad_img = {d["image_id"] for d in dets} - img_ids
+    # one pass over the detections: the id sets, then the set differences
+    det_imgs = {d["image_id"] for d in dets}
+    det_cats = {d["category_id"] for d in dets}
+    bad_img = det_imgs - img_ids
     if bad_img:
         raise ValueError(f"coco_evaluate: detections refer to image ids not in gt: {sorted(bad_img)[:10]}")
-    bad_cat = {d["category_id"] for d in dets} - cat_ids
+    bad_cat = det_cats - cat_ids
     if bad_cat:
         raise ValueError(
             f"coco_evaluate: detections use category ids not in gt: {sorted(bad_cat)[:10]} "
@@ -243,20 +246,37 @@ def _validate(gt: Mapping[str, Any], dets: Sequence[Mapping[str, Any]]) -> None:
             raise ValueError(f"coco_evaluate: detection {i} needs 'bbox' [x, y, w, h] and 'score', got {d}")
 
 
+def _plain_dets(dets: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Fresh detection dicts with plain Python numbers (the libraries annotate the dicts they get)."""
+    return [
+        {
+            "image_id": int(d["image_id"]),
+            "category_id": int(d["category_id"]),
+            "bbox": list(map(float, d["bbox"])),
+            "score": float(d["score"]),
+        }
+        for d in dets
+    ]
+
+
 def coco_evaluate(
     gt: Mapping[str, Any],
     dets: Sequence[Mapping[str, Any]],
     *,
     img_ids: Sequence[int] | None = None,
     backend: Literal["faster", "pycocotools"] = "faster",
+    copy_dets: bool = True,
 ) -> dict[str, float]:
-    """COCO bbox evaluation of ``dets`` against ``gt`` (both in memory; neither is modified).
+    """COCO bbox evaluation of ``dets`` against ``gt`` (both in memory; ``gt`` is not modified).
 
     Args:
         gt: COCO-format ground truth (see :func:`to_coco_gt`); must contain annotations.
         dets: COCO results ``{"image_id", "category_id", "bbox": [x, y, w, h], "score"}``.
         img_ids: evaluate only these images (default: all images in ``gt``).
         backend: ``"faster"`` (faster-coco-eval, default) or ``"pycocotools"`` (if installed).
+        copy_dets: ``False`` hands ``dets`` over: the library then annotates those dicts (``id``,
+            ``area``, ...), and they must already hold plain Python numbers, as
+            :func:`to_coco_dets` makes them. Saves a copy of every detection (the evaluator's path).
 
     Returns:
         The 12 standard statistics keyed by :data:`COCO_KEYS` (``AP`` is AP@[.5:.95]). As in
@@ -270,15 +290,7 @@ def coco_evaluate(
     # both libraries add keys (e.g. "ignore") to the annotation dicts: copy them one level deep
     gt_copy: dict[str, Any] = {k: copy.deepcopy(v) for k, v in gt.items() if k not in _LISTS}
     gt_copy.update({k: [dict(x) for x in gt[k]] for k in _LISTS})
-    det_list = [
-        {
-            "image_id": int(d["image_id"]),
-            "category_id": int(d["category_id"]),
-            "bbox": [float(v) for v in d["bbox"]],
-            "score": float(d["score"]),
-        }
-        for d in dets
-    ]
+    det_list = _plain_dets(dets) if copy_dets else list(dets)
     if backend == "faster":
         from faster_coco_eval import COCO, COCOeval_faster
 
@@ -378,4 +390,4 @@ class CocoEvaluator:
     def compute(self, backend: Literal["faster", "pycocotools"] = "faster") -> dict[str, float]:
         """:func:`coco_evaluate` over all images added so far."""
         gt, dets = self.build()
-        return coco_evaluate(gt, dets, backend=backend)
+        return coco_evaluate(gt, dets, backend=backend, copy_dets=False)

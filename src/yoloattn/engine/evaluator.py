@@ -180,7 +180,9 @@ def evaluate(
         }
         if gt_anns:
             stats = coco_evaluate(
-                coco_gt, [{k: v for k, v in d.items() if k != "file_name"} for d in preds_json]
+                coco_gt,
+                [{k: v for k, v in d.items() if k != "file_name"} for d in preds_json],
+                copy_dets=False,  # fresh dicts of plain numbers, made just for this call
             )
             for k, v in stats.items():
                 metrics[f"coco_{k.lower()}" if not k.startswith("coco_") else k] = float(v)

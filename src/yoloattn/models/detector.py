@@ -28,6 +28,8 @@ from yoloattn.nn import Conv, Detect, IDetect, RepConv
 
 __all__ = ["Model", "build_model"]
 
+_INPLACE_ACTS = (nn.SiLU, nn.LeakyReLU, nn.ReLU, nn.ReLU6, nn.Hardswish)
+
 LOGGER = logging.getLogger(__name__)
 
 #: Side of the square zero image used to measure the head strides (as the official code).
@@ -178,10 +180,19 @@ class Model(nn.Module):
                     head.anchor_grid.copy_(head.anchor_grid.flip(0))
 
     def _initialize_weights(self) -> None:
+        """BN ``eps=1e-3, momentum=0.03`` everywhere, and the network's own activations in place,
+        as the official models set them at init (same outputs, less memory traffic). Attention
+        rows keep their activations out of place: a module may still read an activation's input."""
         for m in self.modules():
             if isinstance(m, nn.BatchNorm2d):
                 m.eps = 1e-3
                 m.momentum = 0.03
+        for row, layer in zip(self.rows, self.model):
+            if row.kind == "attention":
+                continue
+            for m in layer.modules():
+                if isinstance(m, _INPLACE_ACTS):
+                    m.inplace = True
 
     # ------------------------------------------------------------------ forward
 

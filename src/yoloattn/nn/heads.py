@@ -200,6 +200,12 @@ class IDetect(Detect):
 
     def _decode(self, i: int, p: Tensor) -> Tensor:
         s = p.sigmoid()
+        if not torch.is_grad_enabled():
+            # inference: write xy and wh into the sigmoid output (no split copies, no cat); the
+            # same expressions, so the values are bit-identical to the autograd-safe path below
+            s[..., 0:2] = (s[..., 0:2] * 2.0 - 0.5 + self._grid(i, p)) * self.stride[i]
+            s[..., 2:4] = (s[..., 2:4] * 2) ** 2 * self.anchor_grid[i].to(p.dtype)
+            return s
         xy, wh, conf = s.split((2, 2, self.no - 4), 4)
         xy = (xy * 2.0 - 0.5 + self._grid(i, p)) * self.stride[i]
         wh = (wh * 2) ** 2 * self.anchor_grid[i].to(p.dtype)
