@@ -33,10 +33,11 @@ def test_presets_match_spec() -> None:
     assert VAL_NMS == dict(conf_thres=0.001, iou_thres=0.6, multi_label=True, max_det=300)
     assert PREDICT_NMS == dict(conf_thres=0.25, iou_thres=0.45, multi_label=False, max_det=1000)
     assert NMS_PRESETS["v7-test"]["iou_thres"] == 0.65 and NMS_PRESETS["v7-test"]["max_wh"] == 4096
-    # every preset is a valid keyword set
+    # every preset is a valid keyword set (the anchor-free ones take the v8 layout [N, 4 + nc, A])
     x = _pred([_row(50, 50, 20, 20, 0.9, [0.8, 0.1])])
+    x_v8 = torch.tensor([[[50.0], [50.0], [20.0], [20.0], [0.8], [0.1]]])
     for kw in NMS_PRESETS.values():
-        assert non_max_suppression(x, **kw)[0].shape[1] == 6
+        assert non_max_suppression(x_v8 if kw.get("anchor_free") else x, **kw)[0].shape[1] == 6
 
 
 def test_score_is_obj_times_cls_and_boxes_are_xyxy() -> None:
