@@ -175,3 +175,85 @@ def test_inside_test_is_strict() -> None:
     gt = torch.tensor([[[0.0, 0.0, 40.0, 40.0]]])
     points = torch.tensor([[0.0, 20.0], [1e-3, 20.0], [40.0, 40.0], [39.9, 39.9]])
     assert candidates_in_gts(points, gt)[0, 0].tolist() == [False, True, False, True]
+
+
+def _reference_assign(scores, boxes, points, labels, gt, mask, topk, small):  # type: ignore[no-untyped-def]
+    """Spec 5.4 step by step with Python loops (same torch.topk for the tie order)."""
+    from yoloattn.engine.loss import bbox_ciou_xyxy
+
+    b_n, n, nc = scores.shape
+    m = gt.shape[1]
+    fg = torch.zeros(b_n, n, dtype=torch.bool)
+    gt_idx = torch.zeros(b_n, n, dtype=torch.long)
+    target = torch.zeros(b_n, n, nc)
+    for b in range(b_n):
+        align = torch.zeros(m, n)
+        over = torch.zeros(m, n)
+        inside = torch.zeros(m, n, dtype=torch.bool)
+        for j in range(m):
+            if not mask[b, j, 0]:
+                continue
+            x1, y1, x2, y2 = gt[b, j].tolist()
+            if small is not None:
+                cx, cy, w, h = (x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1
+                w, h = max(w, small), max(h, small)
+                x1, y1, x2, y2 = cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2
+            for a in range(n):
+                ax, ay = points[a].tolist()
+                if min(ax - x1, ay - y1, x2 - ax, y2 - ay) > 1e-9:
+                    inside[j, a] = True
+                    u = max(float(bbox_ciou_xyxy(gt[b, j], boxes[b, a])), 0.0)
+                    over[j, a] = u
+                    align[j, a] = scores[b, a, int(labels[b, j, 0])] ** 0.5 * u**6
+        pos = torch.zeros(m, n, dtype=torch.bool)
+        for j in range(m):
+            if mask[b, j, 0]:
+                for a in align[j].topk(topk).indices.tolist():
+                    pos[j, a] = inside[j, a]
+        for a in range(n):
+            if pos[:, a].sum() > 1:
+                best = int(over[:, a].argmax())
+                pos[:, a] = False
+                pos[best, a] = True
+        for a in range(n):
+            if pos[:, a].any():
+                fg[b, a] = True
+                gt_idx[b, a] = int(pos[:, a].float().argmax())
+        norm = torch.zeros(n)
+        for j in range(m):
+            al, ov = align[j] * pos[j], over[j] * pos[j]
+            norm = torch.maximum(norm, al * ov.max() / (al.max() + 1e-9))
+        for a in range(n):
+            if fg[b, a]:
+                target[b, a, int(labels[b, gt_idx[b, a], 0])] = norm[a]
+    return fg, gt_idx, target
+
+
+@pytest.mark.parametrize("small", [None, 16.0])
+def test_matches_a_loop_reference_on_random_inputs(small: float | None) -> None:
+    gen = torch.Generator().manual_seed(4)
+    b_n, n, nc, m = 2, 49, 3, 3
+    xs = torch.arange(7, dtype=torch.float32) * 8 + 4
+    points = torch.stack(torch.meshgrid(xs, xs, indexing="xy"), -1).view(-1, 2)
+    centres = points[None].expand(b_n, -1, -1) + torch.rand(b_n, n, 2, generator=gen) * 8 - 4
+    half = torch.rand(b_n, n, 2, generator=gen) * 12 + 2
+    boxes = torch.cat((centres - half, centres + half), -1)
+    scores = torch.rand(b_n, n, nc, generator=gen)
+    c = torch.rand(b_n, m, 2, generator=gen) * 16 + 20  # overlapping gts: anchors claimed twice
+    wh = torch.rand(b_n, m, 2, generator=gen) * 30 + 4
+    gt = torch.cat((c - wh / 2, c + wh / 2), -1)
+    gt[1, 2] = 0.0  # image 1 has two gts and a padding row
+    mask = gt.sum(-1, keepdim=True) > 0
+    labels = torch.randint(0, nc, (b_n, m, 1), generator=gen).float()
+    labels[1, 2] = 0.0
+    assigner = TaskAlignedAssigner(nc, topk=6, small_box_size=small)
+    out = assigner(scores, boxes, points, labels, gt, mask)
+    fg, gt_idx, target = _reference_assign(scores, boxes, points, labels, gt, mask, 6, small)
+    test_boxes = gt if small is None else widen_small_boxes(gt, mask, small)
+    in_gts = candidates_in_gts(points, test_boxes) & mask
+    align, _ = assigner.metrics(scores, boxes, labels, gt, in_gts)
+    assert int(((assigner.topk_mask(align, mask) & in_gts).sum(1) > 1).sum()) >= 2  # conflicts exercised
+    assert fg.any()
+    assert out.fg_mask.tolist() == fg.tolist()
+    assert out.gt_idx[fg].tolist() == gt_idx[fg].tolist()
+    torch.testing.assert_close(out.scores, target, **TOL)
