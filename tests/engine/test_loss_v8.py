@@ -301,3 +301,15 @@ def test_stride_read_at_call_time() -> None:
         loss(_preds(1, 1, 64), torch.zeros(0, 6))
     head.stride = torch.tensor([8.0, 16.0, 32.0])
     loss(_preds(1, 1, 64), torch.zeros(0, 6))
+
+
+def test_autocast_leaves_the_loss_in_float32() -> None:
+    model = _Model(nc=3)
+    preds = _randn_preds(2, 3, 64, seed=4)
+    targets = torch.tensor([[0, 1, 0.5, 0.5, 0.4, 0.3], [1, 0, 0.6, 0.6, 0.5, 0.5]])
+    loss = V8DetectionLoss(model)
+    total, items = loss(preds, targets)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        total_amp, items_amp = loss(preds, targets)
+    assert total_amp.dtype == torch.float32
+    torch.testing.assert_close(items_amp, items, **TOL)

@@ -101,7 +101,9 @@ def distances_to_boxes(logits: Tensor, points: Tensor, reg_max: int) -> Tensor:
     """Decode DFL logits ``[B, N, 4 * reg_max]`` (side-major ``l, t, r, b``) to ``xyxy`` boxes, grid units."""
     b, n, _ = logits.shape
     bins = torch.arange(reg_max, device=logits.device, dtype=logits.dtype)
-    dist = logits.view(b, n, 4, reg_max).softmax(-1) @ bins  # [B, N, 4] expected distances
+    # expected distance per side; an elementwise product and sum rather than a matmul, so autocast
+    # (AMP) leaves it in the logits' precision
+    dist = (logits.view(b, n, 4, reg_max).softmax(-1) * bins).sum(-1)  # [B, N, 4]
     lt, rb = dist[..., :2], dist[..., 2:]
     return torch.cat((points - lt, points + rb), -1)
 
