@@ -313,3 +313,31 @@ def test_autocast_leaves_the_loss_in_float32() -> None:
         total_amp, items_amp = loss(preds, targets)
     assert total_amp.dtype == torch.float32
     torch.testing.assert_close(items_amp, items, **TOL)
+
+
+def test_minimising_the_loss_fits_the_boxes() -> None:
+    """Free prediction maps trained on the loss alone end with the gt boxes and classes on top."""
+    torch.manual_seed(0)
+    model = _Model(nc=2)
+    preds = [(torch.randn(1, 66, 64 // s, 64 // s) * 0.1).requires_grad_() for s in (8, 16, 32)]
+    targets = torch.tensor([[0, 1, 0.3, 0.4, 0.25, 0.4], [0, 0, 0.7, 0.6, 0.5, 0.3]])
+    loss = V8DetectionLoss(model)
+    opt = torch.optim.Adam(preds, lr=0.1)
+    first = None
+    for _ in range(120):
+        opt.zero_grad()
+        total, items = loss(preds, targets)
+        first = float(total.detach()) if first is None else first
+        total.backward()
+        opt.step()
+    assert float(total.detach()) < 0.1 * first
+    with torch.no_grad():
+        distri, scores = loss.split(preds)
+        points, stride = anchor_points([(8, 8), (4, 4), (2, 2)], [8.0, 16.0, 32.0], torch.device("cpu"))
+        boxes = distances_to_boxes(distri, points, 16)[0] * stride  # pixels
+        probs = scores[0].sigmoid()
+    gt = torch.tensor([[11.2, 12.8, 27.2, 38.4], [28.8, 28.8, 60.8, 48.0]])
+    for j, cls in enumerate((1, 0)):
+        best = int(probs[:, cls].argmax())
+        assert probs[best, cls] > 0.5
+        assert float(complete_box_iou(boxes[best : best + 1], gt[j : j + 1])) > 0.9
