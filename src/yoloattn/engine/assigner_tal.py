@@ -39,7 +39,7 @@ class Assignment:
     """Targets for every anchor of a batch (``B`` images, ``N`` anchors, ``nc`` classes).
 
     Attributes:
-        labels: ``[B, N]`` long, the class of the assigned gt (0 for background anchors).
+        labels: ``[B, N]`` long, the class of the assigned gt (gt row 0's class for background).
         bboxes: ``[B, N, 4]`` the assigned gt box, ``xyxy`` pixels (gt row 0's box for background).
         scores: ``[B, N, nc]`` soft one-hot classification targets, 0 for background.
         fg_mask: ``[B, N]`` bool, True for positive (foreground) anchors.
