@@ -14,6 +14,7 @@ from yoloattn.engine.metrics import (
     compute_ap,
     fitness,
     match_predictions,
+    match_predictions_by_confidence,
     match_predictions_v7,
     smooth,
 )
@@ -294,3 +295,39 @@ def test_results_plot_skips_empty_cells_of_unvalidated_epochs(tmp_path, monkeypa
     (x_loss, y_loss), (x_map, y_map) = drawn.values()
     assert x_loss == [0.0, 1.0, 2.0] and y_loss == [0.1, 0.08, 0.07]
     assert x_map == [2.0] and y_map == [0.35]  # the empty cells are no points (neither 0 nor NaN)
+
+
+# --------------------------------------------------------------------------- ultralytics 8.4
+
+
+def test_match_by_confidence_falls_back_to_the_next_label() -> None:
+    # det 0 is label 0 exactly; det 1 overlaps label 0 by 95/105 and label 1 by 85/115 = 0.739
+    labels = _lab([0, 0, 0, 10, 10], [0, 2, 0, 12, 10])
+    dets = _det([0, 0, 10, 10, 0.9, 0], [0.5, 0, 10.5, 10, 0.8, 0])
+    v5 = match_predictions(dets, labels)
+    v84 = match_predictions_by_confidence(dets, labels)
+    assert v5[0].all() and v84[0].all()
+    assert not v5[1].any()  # v5 / ultralytics 8.3: its best label is taken, so it is a false positive
+    assert v84[1].tolist() == [True] * 5 + [False] * 5  # 8.4: it claims label 1 up to IoU 0.70
+
+
+def test_match_by_confidence_visits_most_confident_first_same_class_only() -> None:
+    labels = _lab([0, 0, 0, 10, 10])
+    # listed least confident first; the wrong-class box never matches
+    dets = _det([0, 0, 10, 10, 0.3, 0], [0, 0, 10, 10, 0.95, 1], [0.5, 0, 10.5, 10, 0.6, 0])
+    tp = match_predictions_by_confidence(dets, labels)
+    assert not tp[1].any()
+    assert tp[2].tolist() == [True] * 9 + [False]  # IoU 95/105 = 0.905
+    assert tp[0].tolist() == [False] * 9 + [True]  # the label is still free at 0.95 (per threshold)
+
+
+def test_detmetrics_v84_style_fitness_is_map() -> None:
+    dm = DetMetrics(1, style="v8.4")
+    dm.update(
+        _det([0, 0, 10, 10, 0.9, 0], [0.5, 0, 10.5, 10, 0.8, 0]), _lab([0, 0, 0, 10, 10], [0, 2, 0, 12, 10])
+    )
+    m = dm.compute()
+    assert m["fitness"] == pytest.approx(m["map"])
+    assert fitness(0.5, 0.3, "v8.4") == 0.3 and fitness(0.5, 0.3) == pytest.approx(0.32)
+    with pytest.raises(ValueError, match="v8.4"):
+        DetMetrics(1, style="v8")  # type: ignore[arg-type]

@@ -33,10 +33,11 @@ def test_presets_match_spec() -> None:
     assert VAL_NMS == dict(conf_thres=0.001, iou_thres=0.6, multi_label=True, max_det=300)
     assert PREDICT_NMS == dict(conf_thres=0.25, iou_thres=0.45, multi_label=False, max_det=1000)
     assert NMS_PRESETS["v7-test"]["iou_thres"] == 0.65 and NMS_PRESETS["v7-test"]["max_wh"] == 4096
-    # every preset is a valid keyword set
+    # every preset is a valid keyword set (the anchor-free ones take the v8 layout [N, 4 + nc, A])
     x = _pred([_row(50, 50, 20, 20, 0.9, [0.8, 0.1])])
+    x_v8 = torch.tensor([[[50.0], [50.0], [20.0], [20.0], [0.8], [0.1]]])
     for kw in NMS_PRESETS.values():
-        assert non_max_suppression(x, **kw)[0].shape[1] == 6
+        assert non_max_suppression(x_v8 if kw.get("anchor_free") else x, **kw)[0].shape[1] == 6
 
 
 def test_score_is_obj_times_cls_and_boxes_are_xyxy() -> None:
@@ -215,3 +216,41 @@ def test_clip_boxes() -> None:
     torch.testing.assert_close(clip_boxes(b, (200, 640)), torch.tensor([[0.0, 0.0, 640.0, 200.0]]))
     np.testing.assert_allclose(clip_boxes(b.numpy(), (200, 640)), [[0.0, 0.0, 640.0, 200.0]])
     assert b[0, 0].item() == -5.0  # copy, not in place
+
+
+# --------------------------------------------------------------------------- YOLOv8 / YOLO11
+
+
+def _v8(rows: list[list[float]]) -> torch.Tensor:
+    """Rows ``(cx, cy, w, h, cls_1..cls_nc)`` -> the anchor-free head layout ``[1, 4 + nc, A]``."""
+    return torch.tensor([rows], dtype=torch.float32).transpose(1, 2)
+
+
+def test_anchor_free_scores_are_class_probabilities() -> None:
+    out = non_max_suppression(_v8([[50, 40, 20, 10, 0.5, 0.9, 0.1]]), conf_thres=0.25, anchor_free=True)[0]
+    assert out.shape == (1, 6)
+    torch.testing.assert_close(out[0, :4], torch.tensor([40.0, 35.0, 60.0, 45.0]))
+    assert out[0, 4].item() == pytest.approx(0.9) and out[0, 5].item() == 1.0  # no objectness factor
+    # candidates need their best class probability above conf; multi-label keeps every class above it
+    rows = [[50, 50, 10, 10, 0.2, 0.1], [10, 10, 4, 4, 0.6, 0.3]]
+    out = non_max_suppression(_v8(rows), **NMS_PRESETS["v8-predict"])[0]
+    assert out[:, 4].tolist() == pytest.approx([0.6])
+    out = non_max_suppression(_v8(rows), **NMS_PRESETS["v8-val"])[0]
+    assert sorted(out[:, 4].tolist()) == pytest.approx([0.1, 0.2, 0.3, 0.6])
+
+
+def test_v8_presets_and_iou_07() -> None:
+    assert NMS_PRESETS["v8-val"] == dict(
+        conf_thres=0.001, iou_thres=0.7, multi_label=True, max_det=300, anchor_free=True
+    )
+    assert NMS_PRESETS["v8-predict"]["iou_thres"] == 0.7 and NMS_PRESETS["v8-predict"]["conf_thres"] == 0.25
+    # two same-class boxes with IoU 0.65 (10x10 and 10x6.5 sharing a corner): v8 keeps both, v5 val drops one
+    rows = [[5, 5, 10, 10, 0.9], [5, 3.25, 10, 6.5, 0.8]]
+    assert non_max_suppression(_v8(rows), **NMS_PRESETS["v8-val"])[0].shape[0] == 2
+    v5_rows = [[*r[:4], 1.0, r[4]] for r in rows]
+    assert non_max_suppression(_pred(v5_rows), **VAL_NMS)[0].shape[0] == 1
+
+
+def test_anchor_free_shape_error() -> None:
+    with pytest.raises(ValueError, match="4\\+nc, A"):
+        non_max_suppression(torch.zeros(1, 4, 10), anchor_free=True)

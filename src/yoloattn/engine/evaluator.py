@@ -154,7 +154,7 @@ def evaluate(
                         }
                     )
     m = dm.compute()
-    records = records_from_stats(dm._stats, nc, iouv=dm.iouv, end_recall_one=dm.style == "v5" or dm.v5_metric)
+    records = records_from_stats(dm._stats, nc, iouv=dm.iouv, end_recall_one=dm.style != "v7" or dm.v5_metric)
     metrics: dict[str, float] = {k: float(m[k]) for k in ("mp", "mr", "map50", "map", "fitness")}
     metrics["images"] = n_img
     metrics["instances"] = int(m["nt"].sum())

@@ -37,6 +37,7 @@ __all__ = [
     "FocalLoss",
     "LevelTargets",
     "bbox_ciou",
+    "bbox_ciou_xyxy",
     "candidate_targets",
     "detect_head",
     "objectness_balance",
@@ -87,6 +88,40 @@ def bbox_ciou(box1: Tensor, box2: Tensor, eps: float = 1e-7) -> Tensor:
     with torch.no_grad():
         alpha = v / (v - iou + (1 + eps))
     return iou - (centre_dist2 / diag2 + v * alpha)
+
+
+def bbox_ciou_xyxy(box1: Tensor, box2: Tensor, eps: float = 1e-7) -> Tensor:
+    """Complete IoU of paired corner boxes ``(x1, y1, x2, y2)``, YOLOv8/YOLO11 numerics.
+
+    Same formula as :func:`bbox_ciou` (Zheng et al., AAAI 2020) with the guards of the
+    yolov8-yolo11 spec, section 5.7: ``eps`` is added to both heights (so a zero-height box is
+    safe in ``atan(w / h)``), to the union, to ``c^2`` and to the ``alpha`` denominator; the
+    centre distance is ``((x1b + x2b - x1a - x2a)^2 + (y1b + y2b - y1a - y2a)^2) / 4``.
+
+    Args:
+        box1: ``[..., 4]`` boxes (predictions, or the gt in the assigner).
+        box2: ``[..., 4]`` boxes, broadcastable with ``box1``.
+        eps: the guard.
+
+    Returns:
+        ``[...]`` CIoU values; ``alpha`` carries no gradient.
+    """
+    ax1, ay1, ax2, ay2 = box1.unbind(-1)
+    bx1, by1, bx2, by2 = box2.unbind(-1)
+    w1, h1 = ax2 - ax1, ay2 - ay1 + eps
+    w2, h2 = bx2 - bx1, by2 - by1 + eps
+    inter = (torch.minimum(ax2, bx2) - torch.maximum(ax1, bx1)).clamp(min=0) * (
+        torch.minimum(ay2, by2) - torch.maximum(ay1, by1)
+    ).clamp(min=0)
+    iou = inter / (w1 * h1 + w2 * h2 - inter + eps)
+    cw = torch.maximum(ax2, bx2) - torch.minimum(ax1, bx1)
+    ch = torch.maximum(ay2, by2) - torch.minimum(ay1, by1)
+    c2 = cw**2 + ch**2 + eps
+    rho2 = ((bx1 + bx2 - ax1 - ax2) ** 2 + (by1 + by2 - ay1 - ay2) ** 2) / 4
+    v = (4 / math.pi**2) * (torch.atan(w2 / h2) - torch.atan(w1 / h1)) ** 2
+    with torch.no_grad():
+        alpha = v / (v - iou + (1 + eps))
+    return iou - (rho2 / c2 + v * alpha)
 
 
 def smooth_bce(eps: float = 0.0) -> tuple[float, float]:

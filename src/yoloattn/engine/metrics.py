@@ -16,6 +16,12 @@ Common Objects in Context", Lin et al., ECCV 2014).
   the official behaviour only when two predictions claim the same label).
 * Matching (YOLOv7, :func:`match_predictions_v7`): predictions in score order claim their
   best-IoU label if ``IoU > 0.5`` and it is still free; correct at every ``t`` with ``IoU > t``.
+* Matching (YOLOv8/YOLO11): ultralytics 8.3 uses the YOLOv5 rule above; the two differ only in
+  how exact IoU ties are ordered, so ``style="v5"`` serves YOLOv5, YOLOv8 and YOLO11 alike.
+  Ultralytics 8.4 (:func:`match_predictions_by_confidence`, ``style="v8.4"``): at each threshold
+  the predictions, most confident first, each claim the best-IoU same-class label still free with
+  ``IoU >= t`` (COCO-style). Unlike the v5 rule, a prediction whose best label is taken falls back
+  to its next best label, so the two rules differ beyond ties (yolov8-yolo11 spec, section 6).
 * :func:`ap_per_class`: cumulative TP/FP per class in confidence order, recall and precision,
   AP from :func:`compute_ap` (precision envelope sampled at 101 recall points, trapezoid rule),
   P and R at the confidence (1000-point grid) maximising the class-mean F1, which YOLOv5 first
@@ -23,7 +29,7 @@ Common Objects in Context", Lin et al., ECCV 2014).
   precision 0) falls on the last of the 101 sample points, so a perfect class scores 0.995, the
   well-known ceiling of the official numbers; YOLOv7's default sentinel (last recall + 0.01)
   gives 1.0.
-* ``fitness = 0.1 * mAP@0.5 + 0.9 * mAP@0.5:0.95``.
+* ``fitness = 0.1 * mAP@0.5 + 0.9 * mAP@0.5:0.95`` (``style="v8.4"``: mAP@0.5:0.95 alone).
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ __all__ = [
     "compute_ap",
     "fitness",
     "match_predictions",
+    "match_predictions_by_confidence",
     "match_predictions_v7",
     "smooth",
 ]
@@ -110,6 +117,35 @@ def match_predictions(
             if cand.size:
                 _, first = np.unique(best_label[cand], return_index=True)
                 correct[cand[first], j] = True
+    return torch.from_numpy(correct).to(detections.device)
+
+
+def match_predictions_by_confidence(
+    detections: torch.Tensor, labels: torch.Tensor, iouv: torch.Tensor | Sequence[float] | None = None
+) -> torch.Tensor:
+    """Ultralytics 8.4 (COCO-style) TP matrix: ``bool [n, len(iouv)]``.
+
+    At each threshold ``t`` the detections are visited by descending confidence (stable, so the
+    list order breaks ties); each claims the same-class label of largest IoU (first on ties) among
+    the labels not yet claimed at ``t`` with ``IoU >= t``, and is a TP at ``t`` if it finds one.
+    """
+    _check_dets_labels(detections, labels, "match_predictions_by_confidence")
+    thr = _iouv(iouv).numpy()
+    n, m = detections.shape[0], labels.shape[0]
+    correct = np.zeros((n, thr.size), dtype=bool)
+    if n and m:
+        iou = box_iou(detections[:, :4].float(), labels[:, 1:5].float())  # [n, m]
+        same_cls = detections[:, 5:6] == labels[:, 0]
+        iou = torch.where(same_cls, iou, torch.full_like(iou, -1.0)).cpu().numpy()
+        order = np.argsort(-detections[:, 4].detach().cpu().double().numpy(), kind="stable")
+        claimed = np.zeros((thr.size, m), dtype=bool)
+        rows = np.arange(thr.size)
+        for i in order:
+            cand = np.where(claimed | (iou[i][None, :] < thr[:, None]), -np.inf, iou[i][None, :])  # [T, m]
+            best = cand.argmax(1)
+            hit = np.isfinite(cand[rows, best])
+            correct[i] = hit
+            claimed[rows[hit], best[hit]] = True
     return torch.from_numpy(correct).to(detections.device)
 
 
@@ -294,8 +330,11 @@ def ap_per_class(
     )
 
 
-def fitness(map50: float, map5095: float) -> float:
-    """Model selection score of the official trainers: ``0.1 * mAP@0.5 + 0.9 * mAP@0.5:0.95``."""
+def fitness(map50: float, map5095: float, style: str = "v5") -> float:
+    """Model selection score of the official trainers: ``0.1 * mAP@0.5 + 0.9 * mAP@0.5:0.95``;
+    ``style="v8.4"`` (ultralytics 8.4): ``mAP@0.5:0.95`` alone."""
+    if style == "v8.4":
+        return float(map5095)
     return 0.1 * float(map50) + 0.9 * float(map5095)
 
 
@@ -313,8 +352,10 @@ class DetMetrics:
         names: class names (default ``"0"``, ``"1"``, ...), e.g. for
             :func:`yoloattn.engine.plots.plot_metric_curves`.
         iouv: IoU thresholds (default :data:`IOUV`).
-        style: ``"v5"`` (YOLOv5 ``val.py``) or ``"v7"`` (YOLOv7 ``test.py``: v7 matching, no F1
-            smoothing, end sentinel ``last + 0.01`` unless ``v5_metric``).
+        style: ``"v5"`` (YOLOv5 ``val.py``, also ultralytics 8.3 for YOLOv8/YOLO11), ``"v7"``
+            (YOLOv7 ``test.py``: v7 matching, no F1 smoothing, end sentinel ``last + 0.01`` unless
+            ``v5_metric``) or ``"v8.4"`` (ultralytics 8.4: confidence-ordered matching, fitness =
+            mAP@0.5:0.95; AP and P/R as ``"v5"``).
         v5_metric: YOLOv7's ``--v5-metric`` flag (end sentinel at recall 1.0).
     """
 
@@ -327,13 +368,13 @@ class DetMetrics:
         names: Sequence[str] | None = None,
         *,
         iouv: torch.Tensor | Sequence[float] | None = None,
-        style: Literal["v5", "v7"] = "v5",
+        style: Literal["v5", "v7", "v8.4"] = "v5",
         v5_metric: bool = False,
     ) -> None:
         if nc < 1:
             raise ValueError(f"nc must be >= 1, got {nc}")
-        if style not in ("v5", "v7"):
-            raise ValueError(f"style must be 'v5' or 'v7', got {style!r}")
+        if style not in ("v5", "v7", "v8.4"):
+            raise ValueError(f"style must be 'v5', 'v7' or 'v8.4', got {style!r}")
         if names is not None and len(names) != nc:
             raise ValueError(f"names has {len(names)} entries but nc={nc}")
         self.nc = nc
@@ -367,7 +408,11 @@ class DetMetrics:
                     f"DetMetrics.update: label classes must be integers in [0, {self.nc - 1}], "
                     f"got {sorted(set(lc.tolist()))}"
                 )
-        match = match_predictions if self.style == "v5" else match_predictions_v7
+        match = {
+            "v5": match_predictions,
+            "v7": match_predictions_v7,
+            "v8.4": match_predictions_by_confidence,
+        }[self.style]
         correct = match(preds, labels, self.iouv)
         self.seen += 1
         self._stats.append(
@@ -405,8 +450,8 @@ class DetMetrics:
                 conf,
                 pcls,
                 tcls,
-                smooth_f1=self.style == "v5",
-                end_recall_one=self.style == "v5" or self.v5_metric,
+                smooth_f1=self.style != "v7",
+                end_recall_one=self.style != "v7" or self.v5_metric,
             )
             p, r, ap50, ap = self.result.p, self.result.r, self.result.ap50, self.result.ap5095
         else:  # the official scripts skip ap_per_class when nothing matched
@@ -421,7 +466,7 @@ class DetMetrics:
             "mr": mr,
             "map50": map50,
             "map": map5095,
-            "fitness": fitness(map50, map5095),
+            "fitness": fitness(map50, map5095, self.style),
             "seen": self.seen,
             "nt": nt,
             "classes": classes,

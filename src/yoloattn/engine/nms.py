@@ -12,6 +12,11 @@ project spec (``yolo-architectures.md`` sections 9.1 and 9.2):
    (boxes shifted by ``class * max_wh``, then ``torchvision.ops.nms``) and the best ``max_det``
    survive.
 
+YOLOv8 / YOLO11 (``anchor_free=True``; yolov8-yolo11 spec, section 6) take the anchor-free head's
+``[N, 4 + nc, A]`` output, which has no objectness: candidates are the anchors whose best class
+probability is ``> conf_thres`` and a score is the class probability itself; everything after
+that is the same procedure (validation: IoU 0.7, conf 0.001, multi-label, 300 detections).
+
 The letterbox inverse of section 9.1 (remove the padding, divide by the resize gain, clip to
 the original image) is :func:`yoloattn.data.boxes.scale_boxes`; the engine calls it with
 ``official=True`` (the official single-gain rule). The box-format helpers ``xywh2xyxy``,
@@ -60,6 +65,9 @@ NMS_PRESETS: dict[str, dict[str, Any]] = {
     "v7-detect": dict(
         conf_thres=0.25, iou_thres=0.45, multi_label=False, max_det=300, max_wh=4096, nc1_obj_only=True
     ),
+    # YOLOv8 / YOLO11 (yolov8-yolo11 spec, section 6): validation and prediction defaults
+    "v8-val": dict(conf_thres=0.001, iou_thres=0.7, multi_label=True, max_det=300, anchor_free=True),
+    "v8-predict": dict(conf_thres=0.25, iou_thres=0.7, multi_label=False, max_det=300, anchor_free=True),
 }
 
 
@@ -87,6 +95,7 @@ def non_max_suppression(
     max_wh: int = 7680,
     *,
     nc1_obj_only: bool = False,
+    anchor_free: bool = False,
     time_limit: float | None = None,
 ) -> list[torch.Tensor]:
     """Filter decoded YOLO outputs into final detections, one ``[n, 6]`` tensor per image.
@@ -107,6 +116,9 @@ def non_max_suppression(
             than ``max_wh`` pixels the offset trick would mix classes, so
             ``torchvision.ops.batched_nms`` is used instead (same result, correct for any size).
         nc1_obj_only: YOLOv7 rule: with a single class the score is the objectness alone.
+        anchor_free: YOLOv8 / YOLO11 output: ``prediction`` is ``[N, 4 + nc, A]`` (channels first,
+            rows ``(cx, cy, w, h, cls_1..cls_nc)``, no objectness); candidates need their best class
+            probability ``> conf_thres`` and scores are the class probabilities.
         time_limit: seconds after which the remaining images are skipped with a warning, as the
             official code does (YOLOv5 uses ``0.5 + 0.05 * N``, YOLOv7 10 s). ``None`` (default)
             disables it, so results never depend on machine speed.
@@ -121,7 +133,14 @@ def non_max_suppression(
         prediction = prediction[0]
     if not isinstance(prediction, torch.Tensor):
         raise TypeError(f"prediction must be a torch.Tensor [N, A, 5+nc], got {type(prediction).__name__}")
-    if prediction.ndim != 3 or prediction.shape[-1] < 6:
+    if anchor_free:
+        if prediction.ndim != 3 or prediction.shape[1] < 5:
+            raise ValueError(
+                f"anchor_free prediction must have shape [N, 4+nc, A] with nc >= 1, got "
+                f"{tuple(prediction.shape)}; pass the decoded output of a YOLOv8/YOLO11 model in eval mode"
+            )
+        prediction = prediction.transpose(1, 2)  # [N, A, 4 + nc]
+    elif prediction.ndim != 3 or prediction.shape[-1] < 6:
         raise ValueError(
             f"prediction must have shape [N, A, 5+nc] with nc >= 1, got {tuple(prediction.shape)}; "
             "pass the decoded output of the model in eval mode"
@@ -130,18 +149,22 @@ def non_max_suppression(
     if classes is not None:
         classes = [int(c) for c in classes]
 
-    nc = prediction.shape[-1] - 5
+    nc = prediction.shape[-1] - (4 if anchor_free else 5)
     multi_label = multi_label and nc > 1
     device, dtype = prediction.device, prediction.dtype
     output = [torch.zeros((0, 6), device=device, dtype=dtype) for _ in range(prediction.shape[0])]
     start = time.perf_counter()
 
     for b, x in enumerate(prediction):
-        x = x[x[:, 4] > conf_thres]
+        if anchor_free:
+            x = x[x[:, 4:].amax(1) > conf_thres]
+            scores = x[:, 4:]
+        else:
+            x = x[x[:, 4] > conf_thres]
+            obj = x[:, 4:5]
+            scores = obj if (nc == 1 and nc1_obj_only) else x[:, 5:] * obj
         if x.shape[0] == 0:
             continue
-        obj = x[:, 4:5]
-        scores = obj if (nc == 1 and nc1_obj_only) else x[:, 5:] * obj
         boxes = box_convert(x[:, :4], "cxcywh", "xyxy")
 
         if multi_label:
