@@ -26,8 +26,8 @@ def _out_of_place(model: nn.Module) -> nn.Module:
 def test_inplace_activations_change_nothing(name: str) -> None:
     torch.manual_seed(0)
     model = build_model(name, nc=3, attention="se@neck,ca@backbone")
-    acts = [m for row, layer in zip(model.rows, model.model) if row.kind != "attention" for m in layer.modules()]
-    acts = [m for m in acts if isinstance(m, _INPLACE_ACTS)]
+    rows = [layer for row, layer in zip(model.rows, model.model) if row.kind != "attention"]
+    acts = [m for layer in rows for m in layer.modules() if isinstance(m, _INPLACE_ACTS)]
     assert acts and all(m.inplace for m in acts)
     # attention rows keep the module's own choice of in-place activations
     for row, layer in zip(model.rows, model.model):
