@@ -1,9 +1,8 @@
 """Identity insertion: a gated attention row leaves a transferred network's function unchanged.
 
 Every registered module, placed @backbone and @neck (``@all``) in yolov5n, yolov7-tiny, yolov8n and
-yolo11n with
-weights transferred from the base model: eval and train outputs equal the base model's and
-every gate receives a gradient at step 0. Plain insertion is pinned as today's (paper) module.
+yolo11n with weights transferred from the base model: eval and train outputs equal the base
+model's and every gate receives a gradient at step 0. Plain insertion is pinned as today's (paper) module.
 """
 
 from __future__ import annotations
