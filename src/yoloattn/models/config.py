@@ -57,6 +57,7 @@ __all__ = [
     "is_int",
     "check_top_level",
     "scale_values",
+    "guess_scale",
     "SCALED_FAMILIES",
 ]
 
@@ -125,7 +126,7 @@ def _shipped_text(name: str) -> str:
     )
 
 
-def _guess_scale(cfg: dict[str, Any], name: str) -> None:
+def guess_scale(cfg: dict[str, Any], name: str) -> None:
     """Set ``cfg['scale']`` of a ``scales`` config from the file name (``yolov8s...`` -> ``s``)
     when it has none; else the first scale, with a warning (spec 1.1)."""
     scales = cfg.get("scales")
@@ -183,7 +184,7 @@ def load_config(cfg: str | Path | Mapping[str, Any]) -> dict[str, Any]:
             raise ConfigError(f"{cfg}: invalid YAML: {e}") from None
         if not isinstance(out, dict):
             raise ConfigError(f"{cfg}: expected a mapping at the top level, got {type(out).__name__}")
-        _guess_scale(out, stem)
+        guess_scale(out, stem)
     else:
         raise TypeError(f"cfg must be a model name, a YAML path or a dict, got {type(cfg).__name__}")
     return out
