@@ -143,3 +143,22 @@ def test_info_attention_key_and_allow_unused_rows(tmp_path: Path, capsys: pytest
     assert "miswired rows: row 24 (C3) is read by no other row" in err and "--save" in err
     assert main(["info", str(bad), "--imgsz", "64", "--runs", "0", "--allow-unused-rows"]) == 0
     assert "by-hand.yaml: 26 rows" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("name", "params", "family"), [("yolov8n", 3_157_200, "v8"), ("yolo11n", 2_624_080, "11")]
+)
+def test_info_anchor_free_models(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str, params: int, family: str
+) -> None:
+    out_yaml = tmp_path / f"{name}.yaml"
+    assert main(["info", name, "--imgsz", "64", "--runs", "0", "--save", str(out_yaml)]) == 0
+    text = capsys.readouterr().out
+    assert f"{params:,} parameters" in text and "anchor-free head (DFL, reg_max 16): P3  P4  P5" in text
+    detect = next(ln for ln in text.splitlines() if " Detect " in ln)
+    assert "1x84x84" in detect  # [B, 4 + nc, N]: N = 8*8 + 4*4 + 2*2
+    assert load_config(out_yaml)["scale"] == "n"
+    assert sum(p.numel() for p in build_model(out_yaml, device="meta").parameters()) == params
+    assert main(["info", name, "--imgsz", "64", "--runs", "0", "--fuse", "--format", "json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["family"] == family and summary["anchors"] is None and summary["fused"]

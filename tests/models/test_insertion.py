@@ -1,8 +1,8 @@
 """Identity insertion: a gated attention row leaves a transferred network's function unchanged.
 
-Every registered module, placed @backbone and @neck (``@all``) in yolov5n and yolov7-tiny with
-weights transferred from the base model: eval and train outputs equal the base model's and
-every gate receives a gradient at step 0. Plain insertion is pinned as today's (paper) module.
+Every registered module, placed @backbone and @neck (``@all``) in yolov5n, yolov7-tiny, yolov8n and
+yolo11n with weights transferred from the base model: eval and train outputs equal the base
+model's and every gate receives a gradient at step 0. Plain insertion is pinned as today's (paper) module.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ def _outputs(model: Model, x: torch.Tensor, train: bool) -> list[torch.Tensor]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("model_name", ["yolov5n", "yolov7-tiny"])
+@pytest.mark.parametrize("model_name", ["yolov5n", "yolov7-tiny", "yolov8n", "yolo11n"])
 @pytest.mark.parametrize("key", KEYS)
 def test_identity_insertion_keeps_the_base_function(model_name: str, key: str) -> None:
     base = _base(model_name)

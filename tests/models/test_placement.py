@@ -16,9 +16,11 @@ from yoloattn.models.placement import describe, insertion_points, place_attentio
 from yoloattn.models.spec import Placement, parse_attention_spec
 
 # expected end-of-backbone row and Detect inputs (shared/spec/yolo-architectures.md section 10)
-BACKBONE_END = {"yolov5": 8, "yolov7-tiny": 28, "yolov7": 50, "yolov7x": 58}
+BACKBONE_END = {"yolov5": 8, "yolov7-tiny": 28, "yolov7": 50, "yolov7x": 58, "yolov8": 8, "yolo11": 8}
 NECK = {
     "yolov5": [17, 20, 23],
+    "yolov8": [15, 18, 21],
+    "yolo11": [16, 19, 22],
     "yolov7-tiny": [74, 75, 76],
     "yolov7": [102, 103, 104],
     "yolov7x": [118, 119, 120],
@@ -26,7 +28,10 @@ NECK = {
 
 
 def _family(name: str) -> str:
-    return "yolov5" if name.startswith("yolov5") else name
+    for fam in ("yolov5", "yolov8", "yolo11"):
+        if name.startswith(fam):
+            return fam
+    return name
 
 
 @pytest.fixture(autouse=True, scope="module")

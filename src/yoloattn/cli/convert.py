@@ -1,4 +1,5 @@
-"""``yoloattn convert``: official YOLOv5/YOLOv7 ``.pt`` checkpoint -> our ``.safetensors`` + JSON.
+"""``yoloattn convert``: official YOLOv5/YOLOv7 or ultralytics YOLOv8/YOLO11 ``.pt`` checkpoint ->
+our ``.safetensors`` + JSON.
 
 The checkpoint is read with a restricted unpickler that never imports or runs code from the
 file (see :mod:`yoloattn.models.official_pickle`). The model config comes from the checkpoint
@@ -34,7 +35,7 @@ _ERRORS = (
 def add_parser(sub: Any) -> argparse.ArgumentParser:
     p = sub.add_parser(
         "convert",
-        help="convert an official YOLOv5/YOLOv7 .pt checkpoint to .safetensors (no code is run)",
+        help="convert an official YOLOv5/v7/v8/11 .pt checkpoint to .safetensors (no code is run)",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -53,13 +54,17 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 
 
 def _infer_nc(state: dict[str, Any], cfg: dict[str, Any]) -> int | None:
-    """Class count from the first detection-output bias: na * (5 + nc) rows."""
+    """Class count from the first detection-output bias: na * (5 + nc) rows, or nc rows of the
+    anchor-free head's class output (``cv3.0.2``)."""
     from yoloattn.models.parse import detect_index
 
     try:
         det = detect_index(cfg)
     except ValueError:
         return None
+    cls_bias = state.get(f"model.{det}.cv3.0.2.bias")
+    if cls_bias is not None and cls_bias.dim() == 1 and cls_bias.numel() > 0:
+        return int(cls_bias.numel())
     bias = state.get(f"model.{det}.m.0.bias")
     anchors = cfg.get("anchors")
     if bias is None or not isinstance(anchors, list) or not anchors:
@@ -73,7 +78,12 @@ def _infer_nc(state: dict[str, Any], cfg: dict[str, Any]) -> int | None:
 def _check_blocks(src: Path, cfg: dict[str, Any], n_tensors: int) -> None:
     """Refuse a config with far more blocks (depth-scaled repeats) than the checkpoint has
     tensors: building it, even on the meta device, would take unbounded time."""
-    gd = cfg.get("depth_multiple", 1.0)
+    from yoloattn.models.config import scale_values
+
+    try:
+        gd: Any = scale_values(cfg)[0]
+    except (ValueError, TypeError, KeyError):
+        gd = 1.0
     gd = gd if isinstance(gd, (int, float)) and not isinstance(gd, bool) and 0 < gd < 1e6 else 1.0
     total = 0
     for row in [*(cfg.get("backbone") or []), *(cfg.get("head") or [])]:
@@ -123,6 +133,10 @@ def convert(
         cfg_dict = load_config(cfg)
     elif ck.cfg is not None:
         cfg_dict = dict(ck.cfg)
+        if cfg_dict.get("scales") is not None and cfg_dict.get("scale") is None:
+            from yoloattn.models.config import guess_scale
+
+            guess_scale(cfg_dict, str(cfg_dict.get("yaml_file") or src.stem))
     else:
         raise ValueError(
             f"{src} holds no model config (no model.yaml attribute); pass --cfg, e.g. --cfg yolov5s"

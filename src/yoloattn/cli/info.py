@@ -4,6 +4,8 @@ Examples::
 
     yoloattn info yolov5s
     yoloattn info yolov7-tiny --attention cbam@neck --imgsz 480 640 --save tiny-cbam.yaml
+    yoloattn info yolov8n --fuse
+    yoloattn info yolo11s --attention cbam@neck
     yoloattn info yolov5s --attention se@backbone --insert identity --gate channel
     yoloattn info my.yaml --nc 3 --runs 0 --format json
     yoloattn info runs/train/exp --imgsz 320      # a run folder or a .safetensors weights file
@@ -18,7 +20,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
@@ -30,8 +32,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     )
     p.add_argument(
         "model",
-        help="shipped name (yolov5n..x, yolov7-tiny, yolov7, yolov7x), YAML path, weights "
-        "(.safetensors) or run folder",
+        help="shipped name (yolov5n..x, yolov7-tiny, yolov7, yolov7x, yolov8n..x, yolo11n..x), YAML "
+        "path, weights (.safetensors) or run folder",
     )
     p.add_argument("--attention", default=None, help="attention placement spec, e.g. cbam@backbone")
     p.add_argument(
@@ -184,9 +186,12 @@ def run(args: argparse.Namespace) -> int:
             gate=args.gate,
             allow_unused_rows=args.allow_unused_rows,
         )
-    det = model.detect
-    anchors_px = (det.anchors.detach().float() * det.stride.view(-1, 1, 1).float()).flatten(1)
-    anchors = [[round(float(v), 2) for v in lvl] for lvl in anchors_px]
+    det = model.head
+    anchors: list[list[float]] | None = None  # None: an anchor-free head (v8/11)
+    if isinstance(getattr(det, "anchors", None), torch.Tensor):
+        a = cast(torch.Tensor, det.anchors)
+        anchors_px = (a.detach().float() * det.stride.view(-1, 1, 1).float()).flatten(1)
+        anchors = [[round(float(v), 2) for v in lvl] for lvl in anchors_px]
     smax = int(model.stride.max())
     if h % smax or w % smax:
         raise ValueError(f"--imgsz {h}x{w}: both sides must be multiples of the max stride {smax}")
@@ -214,6 +219,7 @@ def run(args: argparse.Namespace) -> int:
         "attention": args.attention,
         **insertion,
         "nc": model.nc,
+        "family": model.family,
         "fused": bool(args.fuse),
         "rows": len(model.model),
         "params": prof["params"],
@@ -237,10 +243,14 @@ def run(args: argparse.Namespace) -> int:
         f"{prof['params']:,} parameters, {prof['gradients']:,} gradients, "
         f"{prof['gflops']:.2f} GFLOPs at {h}x{w}, nc={model.nc}"
     )
-    out.append(
-        "anchors (pixels): "
-        + "  ".join(f"P{int(math.log2(st))} {lvl}" for st, lvl in zip(summary["stride"], anchors))
-    )
+    if anchors is not None:
+        out.append(
+            "anchors (pixels): "
+            + "  ".join(f"P{int(math.log2(st))} {lvl}" for st, lvl in zip(summary["stride"], anchors))
+        )
+    else:
+        levels = "  ".join(f"P{int(math.log2(st))}" for st in summary["stride"])
+        out.append(f"anchor-free head (DFL, reg_max {getattr(det, 'reg_max', 16)}): {levels}")
     if insertion["insert"] is not None:
         out.append(format_insertion(insertion))
     if latency is not None:

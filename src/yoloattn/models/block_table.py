@@ -20,6 +20,7 @@ from typing import Any
 from torch import nn
 
 from yoloattn.nn import (
+    C2PSA,
     C3,
     MP,
     SP,
@@ -27,6 +28,9 @@ from yoloattn.nn import (
     SPPCSPC,
     SPPF,
     Bottleneck,
+    C2f,
+    C3k,
+    C3k2,
     Concat,
     Conv,
     Detect,
@@ -40,6 +44,7 @@ __all__ = [
     "ACTIVATIONS",
     "LITERALS",
     "BLOCKS",
+    "NON_LEGACY_HEAD_MODULES",
     "ActSpec",
     "BlockEntry",
     "parse_activation",
@@ -47,6 +52,9 @@ __all__ = [
 ]
 
 # --------------------------------------------------------------------------- activations
+
+#: Modules whose presence makes the anchor-free head non-``legacy`` (the YOLO11 class branch).
+NON_LEGACY_HEAD_MODULES = frozenset({"C3k2", "C2fCIB", "A2C2f"})
 
 #: Activations that may appear in args or in the top-level ``activation:`` key (parameter-free).
 ACTIVATIONS: dict[str, type[nn.Module]] = {
@@ -186,11 +194,26 @@ class BlockEntry:
     the repeat count inserted as ``args[2]``), ``bn`` (``args = [c1]``), ``concat``, ``head``
     (input channels appended) or ``passthrough`` (args unchanged, ``c2 = c1``).
     stride: output stride factor from the resolved args (None when unknown).
+    scale_rule: rewrites the resolved args for the config's scale letter (YOLOv8/11 ``scales``
+        configs; None for the others), e.g. :func:`_c3k2_scale_rule`.
     """
 
     cls: type[nn.Module]
     kind: str
     stride: Callable[[list[Any]], float | None] = _stride_one
+    scale_rule: Callable[[list[Any], str | None], list[Any]] | None = None
+
+
+def _c3k2_scale_rule(args: list[Any], scale: str | None) -> list[Any]:
+    """Scales m, l and x force ``c3k=True`` (resolved ``args[3]``) on every C3k2 row (spec 1.2)."""
+    if scale is None or scale not in ("m", "l", "x"):
+        return args
+    out = list(args)
+    if len(out) > 3:
+        out[3] = True
+    else:
+        out.append(True)
+    return out
 
 
 BLOCKS: dict[str, BlockEntry] = {
@@ -202,11 +225,15 @@ BLOCKS: dict[str, BlockEntry] = {
     "SPP": BlockEntry(SPP, "channel"),
     "SPPF": BlockEntry(SPPF, "channel"),
     "C3": BlockEntry(C3, "csp"),
+    "C2f": BlockEntry(C2f, "csp"),
+    "C3k": BlockEntry(C3k, "csp"),
+    "C3k2": BlockEntry(C3k2, "csp", scale_rule=_c3k2_scale_rule),
+    "C2PSA": BlockEntry(C2PSA, "csp"),
     "SPPCSPC": BlockEntry(SPPCSPC, "csp"),
     "nn.Conv2d": BlockEntry(nn.Conv2d, "channel", _stride_conv),
     "nn.BatchNorm2d": BlockEntry(nn.BatchNorm2d, "bn"),
     "Concat": BlockEntry(Concat, "concat"),
-    "Detect": BlockEntry(Detect, "head"),
+    "Detect": BlockEntry(Detect, "head"),  # [nc] alone: the anchor-free DFLDetect (parse.py)
     "IDetect": BlockEntry(IDetect, "head"),
     "MP": BlockEntry(MP, "passthrough", _stride_mp),
     "SP": BlockEntry(SP, "passthrough", _stride_sp),

@@ -2,7 +2,10 @@
 
 A model config is the official YOLOv5 / YOLOv7 YAML format (``shared/spec/yolo-architectures.md``
 section 2): top-level keys ``nc``, ``depth_multiple``, ``width_multiple``, ``anchors``, ``backbone``
-and ``head``, rows ``[from, number, module, args]`` numbered over ``backbone + head``. This module
+and ``head``, rows ``[from, number, module, args]`` numbered over ``backbone + head``. The YOLOv8 /
+YOLO11 format (``shared/spec/yolov8-yolo11.md`` section 1) replaces the two multiples by
+``scales`` (letter -> ``[depth, width, max_channels]``) and the chosen ``scale``: one file per
+family (``yolov8.yaml``), the scale read from the model name (``yolov8n`` -> scale ``n``). This module
 owns everything that reads the format without building anything; the parser
 (:mod:`yoloattn.models.parse`) and the placement code (:mod:`yoloattn.models.placement`) both go
 through it:
@@ -12,6 +15,7 @@ through it:
 * :func:`sources`: a row's ``from`` resolved to absolute row indices (one set of messages);
 * :func:`detect_row`, :func:`detect_index`: the detection head row;
 * :func:`module_name`, :func:`module_key`: module-name normalisation;
+* :func:`scale_values`: depth, width and channel cap of a config (either format);
 * :func:`check_top_level`: the model-level keys (``nc``, ``anchors``, ``insert``, ``gate``, ...).
 
 Model-level keys of this toolkit besides the official ones: ``insert`` (:data:`INSERT_MODES`),
@@ -24,6 +28,8 @@ from __future__ import annotations
 import copy
 import difflib
 import importlib.resources
+import logging
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeGuard
@@ -50,7 +56,17 @@ __all__ = [
     "module_key",
     "is_int",
     "check_top_level",
+    "scale_values",
+    "guess_scale",
+    "SCALED_FAMILIES",
 ]
+
+LOGGER = logging.getLogger(__name__)
+
+#: Families shipped as one YAML file with ``scales`` (file stem -> scale letters).
+SCALED_FAMILIES: dict[str, str] = {"yolov8": "nsmlx", "yolo11": "nsmlx"}
+#: ``yolov8n``, ``yolo11x-custom.yaml``: family digits then the scale letter (spec 1.1).
+_SCALE_RE = re.compile(r"^(yolov?\d+)([nsmlx])(?![a-z0-9])", re.IGNORECASE)
 
 SHIPPED = (
     "yolov5n",
@@ -61,6 +77,7 @@ SHIPPED = (
     "yolov7-tiny",
     "yolov7",
     "yolov7x",
+    *(f"{fam}{s}" for fam, letters in SCALED_FAMILIES.items() for s in letters),
 )
 
 #: Insertion modes of attention rows: as the paper's module (``plain``), as the identity at
@@ -101,9 +118,42 @@ def _plain(obj: Any) -> Any:
 
 
 def _shipped_text(name: str) -> str:
+    m = _SCALE_RE.match(name)
+    if m is not None and m.group(1) in SCALED_FAMILIES:
+        name = m.group(1)  # yolov8n -> yolov8.yaml (scale n)
     return (importlib.resources.files("yoloattn.models") / "configs" / f"{name}.yaml").read_text(
         encoding="utf-8"
     )
+
+
+def guess_scale(cfg: dict[str, Any], name: str) -> None:
+    """Set ``cfg['scale']`` of a ``scales`` config from the file name (``yolov8s...`` -> ``s``)
+    when it has none; else the first scale, with a warning (spec 1.1)."""
+    scales = cfg.get("scales")
+    if not isinstance(scales, Mapping) or not scales or cfg.get("scale") is not None:
+        return
+    m = _SCALE_RE.match(name)
+    if m is not None and m.group(2).lower() in scales:
+        cfg["scale"] = m.group(2).lower()
+        return
+    first = next(iter(scales))
+    LOGGER.warning("no model scale in %r; using the first of %s: %s", name, list(scales), first)
+    cfg["scale"] = first
+
+
+def scale_values(cfg: Mapping[str, Any]) -> tuple[float, float, float]:
+    """``(depth, width, max_channels)``: from ``scales[scale]`` for the YOLOv8/11 format, else
+    ``depth_multiple``, ``width_multiple`` and no channel cap (``inf``)."""
+    scales = cfg.get("scales")
+    if isinstance(scales, Mapping) and scales:
+        scale = cfg.get("scale")
+        if scale is None:
+            scale = next(iter(scales))
+        if scale not in scales:
+            raise ConfigError(f"'scale' {scale!r} is not one of the config's scales {list(scales)}")
+        d, w, mc = scales[scale]
+        return float(d), float(w), float(mc)
+    return float(cfg.get("depth_multiple", 1.0)), float(cfg.get("width_multiple", 1.0)), float("inf")
 
 
 def load_config(cfg: str | Path | Mapping[str, Any]) -> dict[str, Any]:
@@ -134,6 +184,7 @@ def load_config(cfg: str | Path | Mapping[str, Any]) -> dict[str, Any]:
             raise ConfigError(f"{cfg}: invalid YAML: {e}") from None
         if not isinstance(out, dict):
             raise ConfigError(f"{cfg}: expected a mapping at the top level, got {type(out).__name__}")
+        guess_scale(out, stem)
     else:
         raise TypeError(f"cfg must be a model name, a YAML path or a dict, got {type(cfg).__name__}")
     return out
@@ -274,6 +325,30 @@ def _check_anchors(anchors: Any) -> None:
         )
 
 
+def _check_scales(cfg: Mapping[str, Any]) -> None:
+    scales = cfg.get("scales")
+    if scales is None:
+        return
+    ok = (
+        isinstance(scales, Mapping)
+        and scales
+        and all(
+            isinstance(v, list)
+            and len(v) == 3
+            and all(isinstance(x, (int, float)) and not isinstance(x, bool) and x > 0 for x in v)
+            for v in scales.values()
+        )
+    )
+    if not ok:
+        raise ConfigError(
+            "'scales' must map scale letters to [depth, width, max_channels] positive numbers, "
+            "e.g. {n: [0.33, 0.25, 1024]}"
+        )
+    scale = cfg.get("scale")
+    if scale is not None and scale not in scales:
+        raise ConfigError(f"'scale' {scale!r} is not one of the config's scales {list(scales)}")
+
+
 def check_top_level(cfg: Mapping[str, Any]) -> None:
     """Check the model-level keys (rows are checked one by one by the parser)."""
     if not isinstance(cfg, Mapping):
@@ -291,6 +366,7 @@ def check_top_level(cfg: Mapping[str, Any]) -> None:
         if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0:
             raise ConfigError(f"'{key}' must be a positive number, got {v!r}")
     _check_anchors(cfg.get("anchors"))
+    _check_scales(cfg)
     ch = cfg.get("ch", 3)
     if not is_int(ch) or ch < 1:
         raise ConfigError(f"'ch' must be a positive int, got {ch!r}")

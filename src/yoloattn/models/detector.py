@@ -21,10 +21,11 @@ import torch
 from torch import Tensor, nn
 
 from yoloattn.models.config import config_name
+from yoloattn.models.family import family_of
 from yoloattn.models.parse import parse_model
 from yoloattn.models.placement import Spec, expand_config
 from yoloattn.models.rows import Row
-from yoloattn.nn import Conv, Detect, IDetect, RepConv
+from yoloattn.nn import Conv, Detect, DFLDetect, IDetect, RepConv
 
 __all__ = ["Model", "build_model"]
 
@@ -41,7 +42,7 @@ def _is_meta(device: torch.device | str | None) -> bool:
 
 
 class Model(nn.Module):
-    """YOLOv5 / YOLOv7 detector built from a config (name, YAML path or dict).
+    """YOLOv5 / YOLOv7 / YOLOv8 / YOLO11 detector built from a config (name, YAML path or dict).
 
     Attributes:
         model: ``nn.Sequential`` of the rows; each layer has ``i``, ``f``, ``type``, ``np``.
@@ -55,10 +56,13 @@ class Model(nn.Module):
         names: class names (default ``["0", "1", ...]``).
         nc: number of classes.
         stride: ``tensor([8., 16., 32.])`` for the P5 models (non-persistent buffer).
+        family: ``v5``, ``v7``, ``v8`` or ``11`` (:mod:`yoloattn.models.family`).
 
-    Forward: training mode returns the per-level raw tensors ``(N, na, H, W, 5 + nc)``; eval
-    mode returns ``(decoded (N, sum na*H*W, 5 + nc), raw levels)``. Input sides must be
-    multiples of ``stride.max()``.
+    Forward (anchor-based heads, v5/v7): training mode returns the per-level raw tensors
+    ``(N, na, H, W, 5 + nc)``; eval mode returns ``(decoded (N, sum na*H*W, 5 + nc), raw
+    levels)``. Anchor-free heads (v8/11, :class:`~yoloattn.nn.DFLDetect`): training mode returns
+    the maps ``(N, 64 + nc, H, W)``; eval mode ``(decoded (N, 4 + nc, sum H*W), maps)``. Input
+    sides must be multiples of ``stride.max()``.
 
     Args:
         cfg: shipped name, YAML path or dict.
@@ -87,6 +91,7 @@ class Model(nn.Module):
             LOGGER.debug("overriding nc=%s with nc=%s", cfg.get("nc"), nc)
             cfg["nc"] = nc
         self.yaml: dict[str, Any] = cfg
+        self.family: str = family_of(cfg)
         meta = _is_meta(device)
         with torch.device("meta") if meta else contextlib.nullcontext():
             layers, save, rows = parse_model(cfg, ch)
@@ -111,6 +116,11 @@ class Model(nn.Module):
             head.stride = s.clone()
             with torch.no_grad():
                 head.anchors /= s.view(-1, 1, 1).to(head.anchors.device)
+            head.initialize_biases(strides)
+        elif isinstance(head, DFLDetect):
+            strides = self._head_strides(rows[-1], ch, meta)
+            s = torch.tensor(strides, dtype=torch.float32)
+            head.stride = s.clone()
             head.initialize_biases(strides)
         else:  # a backbone-only config: report the last row's stride
             last = rows[-1].stride
@@ -148,6 +158,20 @@ class Model(nn.Module):
         s = STRIDE_PROBE_SIZE
         was_training = self.training
         x = torch.zeros(1, ch, s, s)
+        head = self.model[-1]
+        if isinstance(head, DFLDetect):  # spec 3.3: BN in eval mode, the head returns its maps
+            try:
+                with torch.no_grad():
+                    self.eval()
+                    head.train()
+                    maps = self._forward_once(x)
+            except (RuntimeError, ValueError) as e:
+                raise ValueError(
+                    f"the model cannot run on a {s}x{s} input to measure its strides: {e}"
+                ) from e
+            finally:
+                self.train(was_training)
+            return [s / float(p.shape[-2]) for p in maps]
         try:
             with torch.no_grad():
                 saved = {k: b.clone() for k, b in self.named_buffers()}
@@ -214,10 +238,18 @@ class Model(nn.Module):
 
     @property
     def detect(self) -> Detect:
-        """The head (last row)."""
+        """The anchor-based head (last row; Detect/IDetect). See :attr:`head` for any head."""
         head = self.model[-1]
         if not isinstance(head, Detect):
             raise AttributeError("this model has no Detect/IDetect head as its last row")
+        return head
+
+    @property
+    def head(self) -> Detect | DFLDetect:
+        """The detection head (last row): Detect/IDetect (v5/v7) or DFLDetect (v8/11)."""
+        head = self.model[-1]
+        if not isinstance(head, (Detect, DFLDetect)):
+            raise AttributeError("this model has no detection head as its last row")
         return head
 
     # ------------------------------------------------------------------ fuse / info
@@ -297,8 +329,9 @@ def build_model(
     """Build a detector: config + attention placement (+ insertion mode, gate) -> model + index map.
 
     Args:
-        cfg: a shipped name (``yolov5n/s/m/l/x``, ``yolov7-tiny``, ``yolov7``, ``yolov7x``), a
-            YAML path or a config dict. A model-level ``attention:`` key in it is placed first.
+        cfg: a shipped name (``yolov5n/s/m/l/x``, ``yolov7-tiny``, ``yolov7``, ``yolov7x``,
+            ``yolov8n/s/m/l/x``, ``yolo11n/s/m/l/x``), a YAML path or a config dict. A
+            model-level ``attention:`` key in it is placed first.
         nc: number of classes (overrides the config).
         attention: an attention placement spec (``cbam@neck``, ...), placed after the config's
             ``attention:`` key; indices in both are rows of ``cfg`` as written.

@@ -1,7 +1,10 @@
-"""Read official YOLOv5/YOLOv7 ``.pt`` checkpoints without running any of their code.
+"""Read official YOLOv5/YOLOv7 and ultralytics YOLOv8/YOLO11 ``.pt`` checkpoints without running
+any of their code.
 
 An official checkpoint is a torch zip archive: ``<prefix>/data.pkl`` pickles a dict such as
-``{'model': <models.yolo.Model>, 'ema': ..., 'epoch': ..., ...}`` and every tensor's bytes are
+``{'model': <models.yolo.Model>, 'ema': ..., 'epoch': ..., ...}`` (ultralytics:
+``{'model': <ultralytics.nn.tasks.DetectionModel>, 'ema': None, 'version': ..., 'train_args': {...},
+...}``) and every tensor's bytes are
 stored in ``<prefix>/data/<key>`` records, referenced from the pickle by persistent ids
 ``('storage', <storage type>, key, location, numel)``. Plain ``pickle``/``torch.load`` would
 import the ``models.*`` package of the official repository and may execute whatever callable
@@ -14,8 +17,9 @@ the pickle names; torch's weights-only loader instead refuses the model classes 
    ``PERSID``, out-of-band buffers) are refused, and every ``GLOBAL`` target is checked against
    the policy below. The error names what was found.
 2. ``find_class`` resolves a global only to (a) inert placeholder classes for module classes of
-   the official code and torch layers (``models.*``, ``utils.*``, ``torch.nn.modules.*``,
-   ``numpy.*`` scalars, ...), which record their pickled state and never touch the real class;
+   the official code and torch layers (``models.*``, ``utils.*``, ``ultralytics.*``,
+   ``torch.nn.modules.*``, ``numpy.*`` scalars, ...), which record their pickled state and never
+   touch the real class;
    (b) our own re-implementations of the torch tensor-rebuild functions, which only reshape
    bytes read from the archive (``as_strided`` + ``clone``); (c) a few harmless builtins
    (``OrderedDict``, ``set``, ``frozenset``, ``slice``, ``complex``, ``bytearray``, torch dtypes,
@@ -335,7 +339,7 @@ def _extract(root: Any, path: Path, budget: _Budget) -> OfficialCheckpoint:
     model: Any = root
     which = "root"
     if isinstance(root, dict):
-        for k in ("epoch", "best_fitness", "date", "updates", "git"):
+        for k in ("epoch", "best_fitness", "date", "updates", "git", "version"):
             v = _plain(root.get(k), budget)
             if v is not None:
                 source[k] = v

@@ -46,6 +46,7 @@ from torch import nn
 from yoloattn.models.block_table import (
     BLOCKS,
     LITERALS,
+    NON_LEGACY_HEAD_MODULES,
     BlockEntry,
     make_divisible,
     parse_activation,
@@ -57,12 +58,14 @@ from yoloattn.models.config import (
     is_int,
     load_config,
     module_name,
+    scale_values,
     sources,
     where_of,
 )
 from yoloattn.models.placement import expand_config
 from yoloattn.models.rows import Row
 from yoloattn.models.wiring import check_wiring
+from yoloattn.nn.head_v8 import DFLDetect
 
 __all__ = [
     "Row",
@@ -86,9 +89,12 @@ class _Model:
     gw: float
     ch_mul: int
     anchors: Any
-    no: int  # outputs per anchor position of the head: na * (nc + 5)
+    no: int  # outputs per anchor position of the head: na * (nc + 5); nc for YOLOv8/11 configs
     insert: str
     gate: str
+    max_channels: float = float("inf")  # YOLOv8/11 ``scales`` cap before width scaling
+    scale: str | None = None  # YOLOv8/11 scale letter
+    legacy: bool = True  # anchor-free head class branch: YOLOv8 (True) or YOLO11 (False)
 
 
 @dataclass
@@ -209,19 +215,21 @@ def _block_row(
     c2: int,
     stride: Callable[[], float | None] | None = None,
     number: int | None = None,
+    cls: type[nn.Module] | None = None,
 ) -> Row:
     """Check that the block takes ``args``, then the resolved row. ``stride`` gives the output
-    stride (default: the input's times the block's factor)."""
+    stride (default: the input's times the block's factor); ``cls`` overrides the table's class."""
     entry = BLOCKS[r.canon]
+    cls = cls or entry.cls
     try:
-        inspect.signature(entry.cls).bind(*args)
+        inspect.signature(cls).bind(*args)
     except TypeError as e:
         raise r.err(f"{r.canon} does not take these arguments (resolved: {args!r}): {e}") from None
     s_out = stride() if stride is not None else _through(r, entry, args)
     n = r.number if number is None else number
     row = Row(r.index, r.from_, n, r.canon, entry.kind, args, {}, c1, c2, s_out, list(r.row), r.where)
     row.repeats = r.number
-    row.cls = entry.cls
+    row.cls = cls
     return row
 
 
@@ -241,10 +249,13 @@ def _channel_row(r: _Input, m: _Model) -> Row:
         raise r.err(f"{r.canon} needs the output channel count as first arg, got {r.args!r}")
     c2 = args[0]
     if c2 != m.no:
-        c2 = make_divisible(c2 * m.gw, m.ch_mul)
+        c2 = make_divisible(min(c2, m.max_channels) * m.gw, m.ch_mul)
     args = [c1, c2, *args[1:]]
-    if BLOCKS[r.canon].kind == "csp":
+    entry = BLOCKS[r.canon]
+    if entry.kind == "csp":
         args.insert(2, r.number)
+        if entry.scale_rule is not None:
+            args = entry.scale_rule(args, m.scale)
         return _block_row(r, args, c1, c2, number=1)
     return _block_row(r, args, c1, c2)
 
@@ -274,6 +285,8 @@ def _head_row(r: _Input, m: _Model) -> Row:
     n_in = len(r.abs_from)
     if r.number != 1:
         raise r.err(f"{r.canon} cannot be repeated (number {r.row[1]})")
+    if r.canon == "Detect" and len(args) == 1:
+        return _dfl_head_row(r, m, args)
     if len(args) < 2:
         raise r.err(f"{r.canon} args are [nc, anchors], got {r.args!r}")
     if is_int(args[1]):
@@ -287,6 +300,19 @@ def _head_row(r: _Input, m: _Model) -> Row:
         raise r.err(f"{r.canon}: nc must be a positive int, got {args[0]!r}")
     args.append(list(r.c_ins))
     row = _block_row(r, args, list(r.c_ins), (len(anc[0]) // 2) * (args[0] + 5), stride=lambda: None)
+    row.head_strides = list(r.s_ins)
+    return row
+
+
+def _dfl_head_row(r: _Input, m: _Model, args: list[Any]) -> Row:
+    """``Detect`` with ``[nc]`` only: the anchor-free YOLOv8/11 head, resolved to
+    ``[nc, reg_max=16, end2end=None, ch]`` with the ``legacy`` class branch (spec 1.2)."""
+    if not is_int(args[0]) or args[0] < 1:
+        raise r.err(f"{r.canon}: nc must be a positive int, got {args[0]!r}")
+    nc, reg_max = args[0], 16
+    args = [nc, reg_max, None, list(r.c_ins)]
+    row = _block_row(r, args, list(r.c_ins), nc + 4 * reg_max, stride=lambda: None, cls=DFLDetect)
+    row.kwargs = {"legacy": m.legacy}
     row.head_strides = list(r.s_ins)
     return row
 
@@ -313,14 +339,24 @@ def _model_values(cfg: Mapping[str, Any]) -> _Model:
     nc = int(cfg["nc"])
     anchors = cfg.get("anchors")
     na = (anchors if is_int(anchors) else len(anchors[0]) // 2) if anchors is not None else 3
+    _, gw, max_channels = scale_values(cfg)
+    scaled = cfg.get("scales") is not None
+    names = {
+        module_name(r[2])
+        for r in [*cfg["backbone"], *cfg["head"]]
+        if isinstance(r, (list, tuple)) and len(r) == 4
+    }
     return _Model(
         nc=nc,
-        gw=float(cfg.get("width_multiple", 1.0)),
+        gw=gw,
         ch_mul=int(cfg.get("channel_multiple", 8)),
         anchors=anchors,
-        no=na * (nc + 5),
+        no=nc if scaled and anchors is None else na * (nc + 5),
         insert="identity" if cfg.get("insert") == "identity" else "plain",
         gate=str(cfg.get("gate", "scalar")),
+        max_channels=max_channels,
+        scale=str(cfg["scale"]) if scaled and cfg.get("scale") is not None else None,
+        legacy=not (names & NON_LEGACY_HEAD_MODULES),
     )
 
 
@@ -351,7 +387,7 @@ def resolve_rows(cfg: Mapping[str, Any], ch: int = 3) -> list[Row]:
         cfg = expand_config(cfg).cfg
     check_top_level(cfg)
     m = _model_values(cfg)
-    gd = float(cfg.get("depth_multiple", 1.0))
+    gd = scale_values(cfg)[0]
     ch_in = int(cfg.get("ch", ch))
     nb = len(cfg["backbone"])
     rows: list[Row] = []

@@ -1,4 +1,4 @@
-"""Insert attention rows into a YOLOv5/YOLOv7 model config and renumber every reference.
+"""Insert attention rows into a YOLOv5/v7/v8/11 model config and renumber every reference.
 
 A model config is the official YAML format (``nc``, ``depth_multiple``, ``width_multiple``,
 ``anchors``, ``backbone``, ``head``; rows ``[from, number, module, args]``, numbered over
@@ -13,15 +13,18 @@ config's own model-level ``attention:`` key, so that users never edit the row li
 both are rows of the config as written) and returns the expanded config without the key, its
 index map and the base config: :func:`yoloattn.models.detector.build_model` builds from it.
 
-Placement presets:
+Placement presets (per model family, one table: :data:`PRESETS_BY_FAMILY`; all four families
+use the same two rules today):
 
 * ``backbone``: the end of the backbone, just before the spatial pyramid pooling block: the
   attention row goes after the row that feeds the first SPP-family row (``SPPF`` in YOLOv5,
-  ``SPPCSPC`` in yolov7/yolov7x), i.e. after row 8 of YOLOv5, 50 of yolov7, 58 of yolov7x. A
+  ``SPPCSPC`` in yolov7/yolov7x), i.e. after row 8 of YOLOv5, YOLOv8 and YOLO11 (before SPPF;
+  in YOLO11 before SPPF and C2PSA), 50 of yolov7, 58 of yolov7x. A
   config without an SPP-family row gets it after the last ``backbone`` row: for yolov7-tiny,
   whose SPP is spelled out as rows 29-37, that is row 28, the row both SPP branches read.
 * ``neck``: after every row the detection head reads (the Detect/IDetect ``from`` list: rows
-  17, 20, 23 of YOLOv5; 74, 75, 76 of yolov7-tiny), so each level is refined just before the head.
+  17, 20, 23 of YOLOv5; 74, 75, 76 of yolov7-tiny; 15, 18, 21 of YOLOv8; 16, 19, 22 of YOLO11), so
+  each level is refined just before the head.
 * ``all``: both.
 
 Insertion mode: every placed row can be inserted ``plain`` (the module as its paper
@@ -44,7 +47,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,6 +62,7 @@ from yoloattn.models.config import (
     module_key,
     sources,
 )
+from yoloattn.models.family import family_of
 from yoloattn.models.spec import PRESETS, Placement, config_placements, parse_attention_spec
 
 __all__ = [
@@ -73,6 +77,8 @@ __all__ = [
     "set_insert",
     "insert_mode",
     "attention_rows",
+    "FamilyPresets",
+    "PRESETS_BY_FAMILY",
 ]
 
 #: What :func:`place_attention` and :func:`expand_config` take as a spec.
@@ -153,30 +159,67 @@ def _expanded(cfg: Cfg) -> dict[str, Any]:
     return expand_config(cfg).cfg
 
 
-def _preset_points(rows: list[list[Any]], n_backbone: int, where: str) -> list[int]:
+def _spp_input(rows: list[list[Any]], n_backbone: int) -> list[int]:
+    """The row feeding the first SPP-family row; without one, the last backbone row."""
+    spp = next((i for i, r in enumerate(rows) if module_key(r) in SPP_MODULES), None)
+    if spp is not None:
+        srcs = sources(rows[spp], spp)
+        if len(srcs) != 1 or srcs[0][1] < 0:
+            raise ValueError(
+                f"row {spp} ({rows[spp][2]}) has {rows[spp][0]!r} as input; "
+                "cannot find the end of the backbone, give indices instead"
+            )
+        return [srcs[0][1]]
+    if n_backbone > 0:
+        return [n_backbone - 1]
+    raise ValueError("model config has an empty backbone; give row indices instead")
+
+
+def _head_inputs(rows: list[list[Any]], n_backbone: int) -> list[int]:
+    """Every row the detection head reads (its ``from`` list)."""
+    det = detect_row(rows)
+    if det is None:
+        raise ValueError(
+            f"model config has no detection head row ({', '.join(sorted(DETECT_MODULES))}); "
+            "@neck needs one, give row indices instead"
+        )
+    return [a for _, a in sources(rows[det], det)]
+
+
+@dataclass(frozen=True)
+class FamilyPresets:
+    """Where ``@backbone`` and ``@neck`` put attention in one model family.
+
+    ``backbone``/``neck`` compute the original row indices from ``(rows, n_backbone)``;
+    ``shipped`` records the rows they give for the family's shipped configs (docs and tests).
+    """
+
+    backbone: Callable[[list[list[Any]], int], list[int]]
+    neck: Callable[[list[list[Any]], int], list[int]]
+    shipped: str
+
+
+#: The presets of every family (:mod:`yoloattn.models.family`), in one table. ``all`` is both.
+PRESETS_BY_FAMILY: dict[str, FamilyPresets] = {
+    "v5": FamilyPresets(_spp_input, _head_inputs, "yolov5*: backbone after row 8; neck after 17, 20, 23"),
+    "v7": FamilyPresets(
+        _spp_input,
+        _head_inputs,
+        "yolov7: after 50 / 102, 103, 104; yolov7x: 58 / 118, 119, 120; "
+        "yolov7-tiny (no SPP row): last backbone row 28 / 74, 75, 76",
+    ),
+    "v8": FamilyPresets(_spp_input, _head_inputs, "yolov8*: backbone after row 8; neck after 15, 18, 21"),
+    "11": FamilyPresets(_spp_input, _head_inputs, "yolo11*: backbone after row 8; neck after 16, 19, 22"),
+}
+
+
+def _preset_points(cfg: dict[str, Any], rows: list[list[Any]], n_backbone: int, where: str) -> list[int]:
+    rules = PRESETS_BY_FAMILY[family_of(cfg)]
     out: list[int] = []
     if where in ("backbone", "all"):
-        spp = next((i for i, r in enumerate(rows) if module_key(r) in SPP_MODULES), None)
-        if spp is not None:
-            srcs = sources(rows[spp], spp)
-            if len(srcs) != 1 or srcs[0][1] < 0:
-                raise ValueError(
-                    f"row {spp} ({rows[spp][2]}) has {rows[spp][0]!r} as input; "
-                    "cannot find the end of the backbone, give indices instead"
-                )
-            out.append(srcs[0][1])
-        elif n_backbone > 0:
-            out.append(n_backbone - 1)
-        else:
-            raise ValueError("model config has an empty backbone; give row indices instead")
+        out.extend(rules.backbone(rows, n_backbone))
     if where in ("neck", "all"):
-        det = detect_row(rows)
-        if det is None:
-            raise ValueError(
-                f"model config has no detection head row ({', '.join(sorted(DETECT_MODULES))}); "
-                "@neck needs one, give row indices instead"
-            )
-        for _, a in sources(rows[det], det):
+        for a in rules.neck(rows, n_backbone):
             if a not in out:
                 out.append(a)
     return out
@@ -184,11 +227,12 @@ def _preset_points(rows: list[list[Any]], n_backbone: int, where: str) -> list[i
 
 def insertion_points(cfg: Cfg, placement: Placement) -> list[int]:
     """Original row indices after which ``placement`` inserts a row (validated)."""
-    rows, nb = config_rows(_load(cfg))
+    loaded = _load(cfg)
+    rows, nb = config_rows(loaded)
     if placement.where != "index":
         if placement.where not in PRESETS:
             raise ValueError(f"unknown placement {placement.where!r}; use backbone, neck, all or indices")
-        return _preset_points(rows, nb, placement.where)
+        return _preset_points(loaded, rows, nb, placement.where)
     det = detect_row(rows)
     out: list[int] = []
     for i in placement.indices:
