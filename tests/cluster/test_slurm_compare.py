@@ -67,8 +67,8 @@ def test_study_as_job_array_scancel_rerun_and_failure(slurm_cluster, tiny_data, 
     finished = ["baseline-s0", "se@neck-s0", "baseline-s1"]
     assert all((root / r / "done.json").is_file() for r in finished)
     err = json.loads((root / "se@neck-s1" / "error.json").read_text())
-    assert "cancelled" in err["error"] and Path(err["log"]).is_file(), err
-    assert err["log"] in (root / "summary.md").read_text()
+    assert "cancelled" in err["error"] and "job " in err["error"], err  # pending when cancelled: no log
+    assert "cancelled" in (root / "summary.md").read_text()
     mtimes = {r: (root / r / "done.json").stat().st_mtime_ns for r in finished}
     jobs1 = json.loads((root / "slurm" / "jobs.json").read_text())
     assert jobs1 == {r: f"{array}_{i}" for i, r in enumerate([*finished, "se@neck-s1"])}

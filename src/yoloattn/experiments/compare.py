@@ -287,7 +287,8 @@ def _submit_slurm(
                 err = json.loads((_run_dir(cfg, v, s) / "error.json").read_text())["error"]
             except (OSError, ValueError, KeyError):
                 pass
-            rec = _error_record(cfg, v, s, f"{err} (job {out.job_id}, log: {out.log})", log=out.log)
+            where = f"job {out.job_id}, log: {out.log}" if out.log else f"job {out.job_id}"
+            rec = _error_record(cfg, v, s, f"{err} ({where})", log=out.log)
             LOGGER.error("FAILED %s seed %d: %s", v.name, s, rec["error"])
         by_key[key] = rec
         if on_record:

@@ -132,40 +132,56 @@ def sbatch_view(folder: Path, opts: SlurmOptions, name: str, n: int) -> str:
     return text
 
 
-def _squeue(ids: Sequence[str]) -> set[str] | None:
-    """The task ids (``A_i``) among ``ids``' arrays still known to squeue (pending, running,
-    completing, requeued); None when squeue does not answer."""
+_RUNNING = {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED",
+            "RESIZING", "SUSPENDED", "STOPPED", "SIGNALING", "STAGE_OUT", "RESV_DEL_HOLD"}  # fmt: skip
+_ENDED = {
+    "CANCELLED": "cancelled (scancel, or by the cluster)",
+    "TIMEOUT": "time limit reached (--slurm-time)",
+    "DEADLINE": "time limit reached (--slurm-time)",
+    "OUT_OF_MEMORY": "killed for exceeding its memory (--slurm-mem)",
+    "NODE_FAIL": "node failure",
+    "BOOT_FAIL": "node failure",
+    "PREEMPTED": "preempted",
+    "FAILED": "failed",
+    "COMPLETED": "ended without a result",
+}
+
+
+def _squeue(ids: Sequence[str]) -> dict[str, str] | None:
+    """``{task id (A_i): state}`` for the tasks of ``ids``' arrays that slurmctld still knows
+    (ended tasks stay listed for MinJobAge, 5 min by default); None when squeue does not answer."""
     arrays = sorted({i.split("_")[0] for i in ids})
     if not arrays:
-        return set()
-    cmd = ["squeue", "-h", "-r", "-o", "%i %T", "-j", ",".join(arrays)]
+        return {}
+    cmd = ["squeue", "-h", "-r", "-t", "all", "-o", "%i %T", "-j", ",".join(arrays)]
     try:
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
     except (OSError, subprocess.TimeoutExpired) as e:
         LOGGER.warning("squeue failed (%s); retrying", e)
         return None
     if out.returncode != 0:
-        if "Invalid job id" in out.stderr:  # every array has left the queue
-            return set()
+        if "Invalid job id" in out.stderr:  # every array has left the controller's memory
+            return {}
         LOGGER.warning("squeue failed: %s", out.stderr.strip()[:200])
         return None
-    done_states = {"COMPLETED", "CANCELLED", "FAILED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL"}
-    return {line.split()[0] for line in out.stdout.splitlines() if line.split()[1:2] != [] and
-            line.split()[1] not in done_states}  # fmt: skip
+    return dict(line.split()[:2] for line in out.stdout.splitlines() if len(line.split()) >= 2)
 
 
 _END = re.compile(r"\*\*\* (?:JOB|STEP) \S+ (?:ON \S+ )?(CANCELLED|DUE TO TIME LIMIT|DUE TO PREEMPTION|DUE TO NODE FAILURE)")
 
 
-def _ended_reason(log: Path) -> str:
-    """Why a task left the queue without a result, from its log (slurmstepd's last words)."""
+def _ended_reason(state: str | None, log: Path) -> str:
+    """Why a task ended without a result: its final SLURM state, else its log's last words."""
+    if state in _ENDED:
+        return _ENDED[state]
     text = log.read_text(errors="replace")[-20000:] if log.is_file() else ""
     m = list(_END.finditer(text))
     if m:
-        return {"CANCELLED": "cancelled", "DUE TO TIME LIMIT": "time limit reached",
-                "DUE TO PREEMPTION": "preempted", "DUE TO NODE FAILURE": "node failure"}[m[-1].group(1)]  # fmt: skip
+        key = {"CANCELLED": "CANCELLED", "DUE TO TIME LIMIT": "TIMEOUT", "DUE TO PREEMPTION": "PREEMPTED",
+               "DUE TO NODE FAILURE": "NODE_FAIL"}[m[-1].group(1)]  # fmt: skip
+        return _ENDED[key]
     if "oom" in text.lower() and "kill" in text.lower():
-        return "killed for exceeding its memory (--slurm-mem)"
+        return _ENDED["OUT_OF_MEMORY"]
     return "ended without a result (cancelled, timed out or killed)"
 
 
@@ -196,11 +212,11 @@ def run_array(
 
     folder.mkdir(parents=True, exist_ok=True)
     recorded = _load_jobs(folder)
-    alive = _squeue(list(recorded.values())) if recorded else set()
+    alive = _squeue(list(recorded.values())) if recorded else {}
     jobs: dict[str, Any] = {}
     for key in tasks:
         jid = recorded.get(key)
-        if jid and alive is not None and jid in alive:
+        if jid and alive is not None and alive.get(jid) in _RUNNING:
             jobs[key] = submitit.SlurmJob(folder=str(folder), job_id=jid)
             LOGGER.info("%s: attached to job %s (still queued or running)", key, jid)
     todo = [k for k in tasks if k not in jobs]
@@ -216,14 +232,15 @@ def run_array(
     write_text_atomic(folder / "jobs.json", json.dumps(recorded, indent=2))
 
     outcomes: dict[str, TaskOutcome] = {}
-    missing_since: dict[str, float] = {}
+    ended_since: dict[str, float] = {}
     while len(outcomes) < len(jobs):
-        queued = _squeue([j.job_id for k, j in jobs.items() if k not in outcomes])
+        states = _squeue([j.job_id for k, j in jobs.items() if k not in outcomes])
         now = time.monotonic()
         for key, job in jobs.items():
             if key in outcomes:
                 continue
-            log = str(job.paths.stderr)
+            stderr = Path(job.paths.stderr)
+            log = str(stderr) if stderr.is_file() else None
             out: TaskOutcome | None = None
             if job.paths.result_pickle.exists():
                 try:
@@ -231,12 +248,17 @@ def run_array(
                 except Exception as e:  # the task raised: submitit re-raises it here with its traceback
                     lines = [ln for ln in str(e).strip().splitlines() if ln.strip()]
                     out = TaskOutcome(job.job_id, error=lines[-1] if lines else type(e).__name__, log=log)
-            elif queued is not None and job.job_id not in queued:
-                first = missing_since.setdefault(key, now)
+            elif states is not None and states.get(job.job_id) not in _RUNNING:
+                # ended (or forgotten by the controller) without a result file: allow for a slow
+                # shared file system before calling it a failure
+                first = ended_since.setdefault(key, now)
                 if now - first >= opts.grace_s and not job.paths.result_pickle.exists():
-                    out = TaskOutcome(job.job_id, error=_ended_reason(job.paths.stderr), log=log)
+                    reason = _ended_reason(states.get(job.job_id), stderr)
+                    if log is None:
+                        reason += "; it never started (no log)"
+                    out = TaskOutcome(job.job_id, error=reason, log=log)
             else:
-                missing_since.pop(key, None)
+                ended_since.pop(key, None)
             if out is not None:
                 outcomes[key] = out
                 if on_outcome:
