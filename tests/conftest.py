@@ -41,5 +41,11 @@ def make_tiny_dataset(root: Path, n_train: int = 8, n_val: int = 4, size: int = 
 
 
 @pytest.fixture(scope="session")
+def make_dataset():
+    """:func:`make_tiny_dataset` itself, for tests that need another size."""
+    return make_tiny_dataset
+
+
+@pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory) -> Path:
     return make_tiny_dataset(tmp_path_factory.mktemp("tiny"))

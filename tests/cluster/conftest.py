@@ -42,7 +42,9 @@ def slurm_cluster() -> Iterator[Path]:
             try:
                 proc = _script("start", 900)
             except subprocess.TimeoutExpired:
-                pytest.skip("the local SLURM cluster did not start within 15 min (tools/local_slurm.sh start)")
+                pytest.skip(
+                    "the local SLURM cluster did not start within 15 min (tools/local_slurm.sh start)"
+                )
             if proc.returncode != 0:
                 reason = " | ".join(proc.stderr.strip().splitlines()[-6:])
                 print(f"\nlocal SLURM cluster could not start: {proc.stderr}")

@@ -45,10 +45,8 @@ def test_study_as_job_array_scancel_rerun_and_failure(slurm_cluster, tiny_data, 
     prefix = f"yt{os.getpid()}"
     root = tmp_path / "runs" / "study"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(
-        _compare(tiny_data, tmp_path, "se", prefix), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        text=True,
-    )  # fmt: skip
+    cmd = _compare(tiny_data, tmp_path, "se", prefix)
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     # the four tasks appear as one array, with the options asked for; cancel the last one
     deadline, rows = time.time() + 120, []
     while time.time() < deadline and proc.poll() is None and len(rows) < 4:
@@ -76,7 +74,11 @@ def test_study_as_job_array_scancel_rerun_and_failure(slurm_cluster, tiny_data, 
 
     # rerun, adding a variant that fails (row 99 does not exist): only 3 tasks are submitted
     proc2 = subprocess.run(
-        _compare(tiny_data, tmp_path, "se,se@99", prefix), env=env, capture_output=True, text=True, timeout=900
+        _compare(tiny_data, tmp_path, "se,se@99", prefix),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     out = proc2.stdout + proc2.stderr
     assert proc2.returncode == 0, out[-4000:]
@@ -118,6 +120,7 @@ def test_dry_run_shows_the_sbatch_view(tiny_data, tmp_path, capsys):
 
 
 def test_slurm_time_formats():
-    assert [parse_time(t) for t in ("90", "1:30", "2:00:00", "1-00", "1-2:30", "0:00:01")] == [90, 2, 120, 1440, 1590, 1]
+    specs = ("90", "1:30", "2:00:00", "1-00", "1-2:30", "0:00:01")
+    assert [parse_time(t) for t in specs] == [90, 2, 120, 1440, 1590, 1]
     with pytest.raises(ValueError, match="slurm-time"):
         parse_time("soon")

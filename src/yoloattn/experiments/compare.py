@@ -186,7 +186,12 @@ def _error_record(
 ) -> dict[str, Any]:
     """The record of a failed run, also written to its ``error.json`` (with the traceback, when
     known, and the SLURM log)."""
-    rec: dict[str, Any] = {"variant": variant.name, "attention": variant.attention, "seed": seed, "error": error}
+    rec: dict[str, Any] = {
+        "variant": variant.name,
+        "attention": variant.attention,
+        "seed": seed,
+        "error": error,
+    }
     if log:
         rec["log"] = log
     d = _run_dir(cfg, variant, seed)

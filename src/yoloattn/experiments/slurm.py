@@ -167,7 +167,9 @@ def _squeue(ids: Sequence[str]) -> dict[str, str] | None:
     return dict(line.split()[:2] for line in out.stdout.splitlines() if len(line.split()) >= 2)
 
 
-_END = re.compile(r"\*\*\* (?:JOB|STEP) \S+ (?:ON \S+ )?(CANCELLED|DUE TO TIME LIMIT|DUE TO PREEMPTION|DUE TO NODE FAILURE)")
+_END = re.compile(
+    r"\*\*\* (?:JOB|STEP) \S+ (?:ON \S+ )?(CANCELLED|DUE TO TIME LIMIT|DUE TO PREEMPTION|DUE TO NODE FAILURE)"
+)
 
 
 def _ended_reason(state: str | None, log: Path) -> str:
@@ -270,7 +272,11 @@ def run_array(
 
 def sbatch_command_line(opts: SlurmOptions, name: str, n: int) -> str:
     """The one-line ``sbatch`` equivalent of the array's resource request (for messages)."""
-    parts = ["sbatch", f"--array=0-{n - 1}%{min(n, opts.max_parallel or n)}", f"--time={parse_time(opts.time)}"]
+    parts = [
+        "sbatch",
+        f"--array=0-{n - 1}%{min(n, opts.max_parallel or n)}",
+        f"--time={parse_time(opts.time)}",
+    ]
     parts.append(f"--job-name={opts.job_name}-{name}" if name else f"--job-name={opts.job_name}")
     if opts.partition:
         parts.append(f"--partition={opts.partition}")
