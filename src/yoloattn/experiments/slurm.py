@@ -187,6 +187,13 @@ def _ended_reason(state: str | None, log: Path) -> str:
     return "ended without a result (cancelled, timed out or killed)"
 
 
+def _last_exception_line(text: str) -> str:
+    """``KeyError: 'x'`` from submitit's failure message (the task's traceback, then the logs)."""
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    found = [ln for ln in lines if re.match(r"^[\w.]+(Error|Exception|Interrupt|Exit)\b.*", ln)]
+    return found[-1] if found else (lines[0] if lines else "the task failed")
+
+
 def _load_jobs(folder: Path) -> dict[str, str]:
     f = folder / "jobs.json"
     try:
@@ -248,8 +255,7 @@ def run_array(
                 try:
                     out = TaskOutcome(job.job_id, result=job.result(), log=log)
                 except Exception as e:  # the task raised: submitit re-raises it here with its traceback
-                    lines = [ln for ln in str(e).strip().splitlines() if ln.strip()]
-                    out = TaskOutcome(job.job_id, error=lines[-1] if lines else type(e).__name__, log=log)
+                    out = TaskOutcome(job.job_id, error=_last_exception_line(str(e)), log=log)
             elif states is not None and states.get(job.job_id) not in _RUNNING:
                 # ended (or forgotten by the controller) without a result file: allow for a slow
                 # shared file system before calling it a failure
