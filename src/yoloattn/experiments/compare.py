@@ -8,6 +8,10 @@ the command runs again (its resume state is deleted unless ``keep_state``), an u
 resumes from its last checkpoint, a failed one is recorded in ``error.json`` and reported in the
 summary without stopping the others. ``study.json`` holds the study's fingerprint
 (:mod:`yoloattn.experiments.fingerprint`): a rerun with other result-changing options is refused.
+
+``launcher="local"`` runs the runs one after the other in this process; ``"submitit"`` runs the
+unfinished ones as one SLURM job array (:class:`SlurmTask` per task, submission and waiting in
+:mod:`yoloattn.experiments.slurm`) and writes the summary here when all have ended.
 """
 
 from __future__ import annotations
@@ -26,7 +30,15 @@ from typing import Any
 import yaml
 
 from yoloattn._io import write_text_atomic
-from yoloattn.experiments.slurm import LauncherError, SlurmOptions, check_slurm
+from yoloattn.experiments.slurm import (
+    LauncherError,
+    SlurmOptions,
+    TaskOutcome,
+    check_slurm,
+    run_array,
+    sbatch_command_line,
+    sbatch_view,
+)
 
 LOGGER = logging.getLogger("yoloattn.compare")
 
@@ -243,10 +255,13 @@ def _split_finished(cfg: CompareConfig, jobs: list[tuple[Variant, int]]) -> tupl
 def plan_slurm(cfg: CompareConfig) -> str:
     """What ``--launcher submitit`` would submit now (``--dry-run``): the runs reused and
     submitted, the ``sbatch`` line and the batch script. Writes nothing."""
-    from yoloattn.experiments.slurm import check_slurm, sbatch_command_line, sbatch_view
+    from yoloattn.experiments.fingerprint import check_study, study_fingerprint
 
     check_slurm(need_sbatch=False)
     variants = parse_variants(cfg.attention, cfg.place)
+    root = Path(cfg.project) / cfg.name
+    if root.is_dir() and not cfg.fresh:
+        check_study(root, study_fingerprint(cfg))  # a rerun with other options would be refused
     jobs = [(v, s) for s in range(cfg.seeds) for v in variants]
     done, todo = _split_finished(cfg, jobs)
     folder = _slurm_folder(cfg).resolve()
@@ -266,8 +281,6 @@ def _submit_slurm(
     on_record: Callable[[dict[str, Any]], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Finished runs are reused here; the others run as one job array (see :func:`run_array`)."""
-    from yoloattn.experiments.slurm import TaskOutcome, run_array
-
     done, todo = _split_finished(cfg, jobs)
     by_key: dict[str, dict[str, Any]] = {}
     for v, s in done:
