@@ -62,5 +62,11 @@ def shared_datasets_untouched() -> Iterator[None]:
 
 
 @pytest.fixture(scope="session")
+def make_dataset():
+    """:func:`make_tiny_dataset` itself, for tests that need another size."""
+    return make_tiny_dataset
+
+
+@pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory) -> Path:
     return make_tiny_dataset(tmp_path_factory.mktemp("tiny"))

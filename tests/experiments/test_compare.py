@@ -178,7 +178,16 @@ def test_run_one_resumes_from_checkpoint(tiny_data, tmp_path):
     assert rec["metrics"]["images"] == 4
 
 
-def test_submitit_without_cluster_explains(tmp_path):
+@pytest.mark.parametrize("missing", ["sbatch", "submitit"])
+def test_submitit_without_cluster_explains(tmp_path, monkeypatch, missing):
+    import sys
+
+    from yoloattn.experiments import slurm
+
+    if missing == "sbatch":  # e.g. submitit installed on a machine that is no SLURM login node
+        monkeypatch.setattr(slurm.shutil, "which", lambda name: None)
+    else:
+        monkeypatch.setitem(sys.modules, "submitit", None)  # import submitit -> ImportError
     cfg = CompareConfig(model="yolov5n", data="x.yaml", launcher="submitit", project=str(tmp_path))
     with pytest.raises(cmp.LauncherError, match="submitit|SLURM"):
         run_compare(cfg)

@@ -8,6 +8,7 @@ Examples::
     yoloattn compare                                   # the demo (a few minutes on a laptop CPU)
     yoloattn compare --model yolov5s --data data.yaml --attention se,cbam,bam,eca,ca --seeds 3 --epochs 100
     yoloattn compare --data data.yaml --attention cbam@backbone,se --place neck --weights base.safetensors
+    yoloattn compare --data data.yaml --attention se,cbam --launcher submitit --slurm-gpus 1 --dry-run
 
 Rerunning a study (same --name) reuses its finished runs; more --seeds or --attention variants
 only add runs. A rerun whose result-changing options differ is refused: use --name NEW, or
@@ -57,6 +58,32 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         default="local",
         help="run the variants here, or as a SLURM job array",
     )
+    g = p.add_argument_group(
+        "SLURM (--launcher submitit)", "what each array task asks for; see docs/cluster.md"
+    )
+    g.add_argument("--slurm-partition", default=None, help="partition (default: the cluster's default)")
+    g.add_argument(
+        "--slurm-time", default="24:00:00", help="time limit per task: minutes, H:MM:SS or D-HH:MM:SS"
+    )
+    g.add_argument("--slurm-gpus", type=int, default=0, help="GPUs per task (0: none requested)")
+    g.add_argument("--slurm-cpus", type=int, default=None, help="CPUs per task (default: the cluster's)")
+    g.add_argument("--slurm-mem", default=None, help="memory per task, e.g. 32G (default: the cluster's)")
+    g.add_argument(
+        "--slurm-job-name", default="yoloattn", help="job-name prefix: jobs are named PREFIX-<study name>"
+    )
+    g.add_argument("--slurm-parallel", type=int, default=None, help="at most this many tasks at once")
+    g.add_argument(
+        "--slurm-opt",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any other sbatch option, e.g. account=mylab or qos=high (repeatable)",
+    )
+    g.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the runs to submit, the sbatch line and the batch script; submit nothing",
+    )
     p.add_argument("--latency-runs", type=int, default=20, help="CPU latency repetitions per variant")
     p.add_argument(
         "--fresh",
@@ -76,8 +103,31 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     return p
 
 
+def slurm_options(args: argparse.Namespace) -> Any:
+    """The ``--slurm-*`` options as a :class:`~yoloattn.experiments.slurm.SlurmOptions`."""
+    from yoloattn.experiments.slurm import SlurmOptions, parse_time
+
+    parse_time(args.slurm_time)  # a bad value stops here, not at submission
+    extra: dict[str, str] = {}
+    for item in args.slurm_opt:
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            raise ValueError(f"--slurm-opt {item!r}: use KEY=VALUE, e.g. account=mylab")
+        extra[key.strip().lstrip("-").replace("-", "_")] = value.strip()
+    return SlurmOptions(
+        partition=args.slurm_partition,
+        time=args.slurm_time,
+        gpus_per_task=args.slurm_gpus,
+        cpus_per_task=args.slurm_cpus,
+        mem=args.slurm_mem,
+        job_name=args.slurm_job_name,
+        max_parallel=args.slurm_parallel,
+        extra=extra,
+    )
+
+
 def run(args: argparse.Namespace) -> int:
-    from yoloattn.experiments.compare import CompareConfig, run_compare
+    from yoloattn.experiments.compare import CompareConfig, plan_slurm, run_compare
 
     demo = args.data is None and args.weights is None
     if demo:
@@ -116,7 +166,13 @@ def run(args: argparse.Namespace) -> int:
         fresh=args.fresh,
         keep_state=args.keep_state,
         n_resamples=args.resamples,
+        slurm=slurm_options(args),
     )
+    if args.dry_run:
+        if args.launcher != "submitit":
+            raise ValueError("--dry-run shows what --launcher submitit would submit; add --launcher submitit")
+        print(plan_slurm(cfg))
+        return 0
     root = run_compare(cfg)
     print(
         f"\nsummary: {root / 'summary.md'} "

@@ -1,23 +1,33 @@
 """Devices, seeding and the few collective operations the trainer needs under ``torchrun``.
 
 Outside ``torchrun`` (``WORLD_SIZE`` unset or 1) every helper is a no-op, so the same training
-code runs on one CPU, one GPU or many GPUs.
+code runs on one CPU, one GPU or many GPUs, on one node or several (``rank()`` is the *global*
+rank: only global rank 0 writes files).
+
+A collective that waits longer than ``$YOLOATTN_DIST_TIMEOUT`` seconds (default 10800: rank 0
+validates and saves while the others wait) fails instead of hanging; a process whose peer died
+fails at once, and :func:`peer_lost_error` turns that into one clear message.
 """
 
 from __future__ import annotations
 
 import os
 import random
+import re
 from datetime import timedelta
+from pathlib import Path
 
 import numpy as np
 import torch
 
 __all__ = [
+    "PeerLostError",
     "all_finite",
     "broadcast_flag",
+    "dist_timeout",
     "init_distributed",
     "is_dist",
+    "peer_lost_error",
     "rank",
     "seed_everything",
     "select_device",
@@ -58,7 +68,48 @@ def is_dist() -> bool:
 
 
 def rank() -> int:
+    """The global rank (``RANK``; ``LOCAL_RANK`` only picks the GPU of a node)."""
     return int(os.environ.get("RANK", 0))
+
+
+def dist_timeout() -> timedelta:
+    """How long a collective may wait: ``$YOLOATTN_DIST_TIMEOUT`` seconds, default 3 hours."""
+    raw = os.environ.get("YOLOATTN_DIST_TIMEOUT", "").strip()
+    try:
+        secs = float(raw) if raw else 3 * 3600.0
+    except ValueError:
+        raise ValueError(f"YOLOATTN_DIST_TIMEOUT={raw!r}: give seconds, e.g. 600") from None
+    if secs <= 0:
+        raise ValueError(f"YOLOATTN_DIST_TIMEOUT={raw!r} must be positive")
+    return timedelta(seconds=secs)
+
+
+class PeerLostError(RuntimeError):
+    """Another process of a distributed run died or stopped answering."""
+
+
+_PEER_LOST = re.compile(
+    r"gloo|nccl|connection|closed|reset by peer|broken pipe|timed out|timeout|socket|peer", re.IGNORECASE
+)
+
+
+def peer_lost_error(exc: BaseException, run_dir: str | Path | None) -> PeerLostError | None:
+    """A clear :class:`PeerLostError` when ``exc`` is a collective failing because another
+    process of this distributed run is gone; None for any other error (or outside ``torchrun``)."""
+    if not is_dist() or not isinstance(exc, RuntimeError) or isinstance(exc, PeerLostError):
+        return None
+    text = str(exc).strip()
+    if not _PEER_LOST.search(text):
+        return None
+    first = text.splitlines()[0].split(" This is typically caused")[0][:300] if text else type(exc).__name__
+    world = int(os.environ.get("WORLD_SIZE", 1))
+    run = str(run_dir) if run_dir else "<the run folder>"
+    return PeerLostError(
+        f"rank {rank()} of {world}: lost contact with another process of this distributed run (a node or "
+        f"process died, or the network failed): {first}. Checkpoints are written atomically by rank 0 after "
+        f"each epoch, so {run}/weights/last.state.safetensors holds the last finished epoch: start the same "
+        f"torchrun command on every node with `--resume {run}` to continue."
+    )
 
 
 def init_distributed(device: torch.device) -> None:
@@ -69,7 +120,7 @@ def init_distributed(device: torch.device) -> None:
         torch.cuda.set_device(device)
     # rank 0 validates and saves while the others wait in the next all-reduce: allow hours
     torch.distributed.init_process_group(
-        backend="nccl" if device.type == "cuda" else "gloo", timeout=timedelta(hours=3)
+        backend="nccl" if device.type == "cuda" else "gloo", timeout=dist_timeout()
     )
 
 

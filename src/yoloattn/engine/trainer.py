@@ -41,6 +41,7 @@ from yoloattn.engine.distributed import (
     broadcast_flag,
     init_distributed,
     is_dist,
+    peer_lost_error,
     rank,
     seed_everything,
     select_device,
@@ -206,6 +207,13 @@ class Trainer:
         before = torch.get_num_threads()
         try:
             return self._fit()
+        except RuntimeError as e:  # a peer of a distributed run died: say so, and how to resume
+            run = getattr(self, "run", None)
+            lost = peer_lost_error(e, run.root if run is not None else None)
+            if lost is None:
+                raise
+            LOGGER.error("%s", lost)
+            raise lost from e
         finally:
             torch.set_num_threads(before)
 

@@ -8,6 +8,10 @@ the command runs again (its resume state is deleted unless ``keep_state``), an u
 resumes from its last checkpoint, a failed one is recorded in ``error.json`` and reported in the
 summary without stopping the others. ``study.json`` holds the study's fingerprint
 (:mod:`yoloattn.experiments.fingerprint`): a rerun with other result-changing options is refused.
+
+``launcher="local"`` runs the runs one after the other in this process; ``"submitit"`` runs the
+unfinished ones as one SLURM job array (:class:`SlurmTask` per task, submission and waiting in
+:mod:`yoloattn.experiments.slurm`) and writes the summary here when all have ended.
 """
 
 from __future__ import annotations
@@ -26,10 +30,28 @@ from typing import Any
 import yaml
 
 from yoloattn._io import write_text_atomic
+from yoloattn.experiments.slurm import (
+    LauncherError,
+    SlurmOptions,
+    TaskOutcome,
+    check_slurm,
+    run_array,
+    sbatch_command_line,
+    sbatch_view,
+)
 
 LOGGER = logging.getLogger("yoloattn.compare")
 
-__all__ = ["Variant", "CompareConfig", "parse_variants", "run_compare", "run_one"]
+__all__ = [
+    "CompareConfig",
+    "LauncherError",
+    "SlurmTask",
+    "Variant",
+    "parse_variants",
+    "plan_slurm",
+    "run_compare",
+    "run_one",
+]
 
 
 @dataclass(frozen=True)
@@ -61,6 +83,7 @@ class CompareConfig:
     fresh: bool = False  # discard an existing study folder of this name first
     keep_state: bool = False  # keep finished runs' resume state (weights/last.state.safetensors)
     n_resamples: int = 1000  # bootstrap resamples of the summary
+    slurm: SlurmOptions = field(default_factory=SlurmOptions)  # --launcher submitit: what each task asks for
 
 
 def parse_variants(attention: list[str] | str, place: str = "neck") -> list[Variant]:
@@ -170,32 +193,128 @@ def run_one(cfg: CompareConfig, variant: Variant, seed: int) -> dict[str, Any]:
     return record
 
 
-class LauncherError(ValueError):
-    """The chosen launcher cannot run here (missing package or cluster)."""
+def _error_record(
+    cfg: CompareConfig, variant: Variant, seed: int, error: str, tb: str | None = None, log: str | None = None
+) -> dict[str, Any]:
+    """The record of a failed run, also written to its ``error.json`` (with the traceback, when
+    known, and the SLURM log)."""
+    rec: dict[str, Any] = {
+        "variant": variant.name,
+        "attention": variant.attention,
+        "seed": seed,
+        "error": error,
+    }
+    if log:
+        rec["log"] = log
+    d = _run_dir(cfg, variant, seed)
+    d.mkdir(parents=True, exist_ok=True)
+    old: dict[str, Any] = {}
+    if (d / "error.json").is_file():  # written by the task itself: keep its traceback
+        try:
+            old = json.loads((d / "error.json").read_text())
+        except ValueError:
+            old = {}
+    full = {**rec, "traceback": tb or old.get("traceback")}
+    write_text_atomic(d / "error.json", json.dumps(full, indent=2))
+    return rec
 
 
-def _check_slurm() -> None:
-    try:
-        import submitit  # noqa: F401
-    except ImportError:
-        raise LauncherError(
-            "--launcher submitit needs the optional extra: pip install 'yoloattn[cluster]'"
-        ) from None
-    if shutil.which("sbatch") is None:
-        raise LauncherError(
-            "--launcher submitit needs a SLURM cluster: `sbatch` is not on PATH here. "
-            "Run on a SLURM login node, or use --launcher local."
-        )
+class SlurmTask:
+    """One array task on a SLURM node: :func:`run_one`; on failure its ``error.json`` is written
+    and the exception re-raised (SLURM marks the task FAILED). On a time limit or preemption
+    submitit calls :meth:`checkpoint` and requeues the task, which then resumes from its last
+    epoch checkpoint (``run_one`` resumes unfinished runs)."""
+
+    def __call__(self, cfg: CompareConfig, variant: Variant, seed: int) -> dict[str, Any]:
+        import os
+
+        cpus = os.environ.get("SLURM_CPUS_PER_TASK", "")
+        if cfg.train.get("threads") is None and cpus.isdigit() and "OMP_NUM_THREADS" not in os.environ:
+            os.environ["OMP_NUM_THREADS"] = cpus  # the task's CPUs, not the whole node's
+        try:
+            return run_one(cfg, variant, seed)
+        except Exception as e:
+            _error_record(cfg, variant, seed, f"{type(e).__name__}: {e}", traceback.format_exc())
+            raise
+
+    def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
+        import submitit
+
+        return submitit.helpers.DelayedSubmission(self, *args, **kwargs)
 
 
-def _submit_slurm(cfg: CompareConfig, jobs: list[tuple[Variant, int]]) -> list[dict[str, Any]]:
-    _check_slurm()
-    import submitit
+def _slurm_folder(cfg: CompareConfig) -> Path:
+    return Path(cfg.project) / cfg.name / "slurm"
 
-    ex = submitit.AutoExecutor(folder=str(Path(cfg.project) / cfg.name / "slurm"))
-    ex.update_parameters(timeout_min=24 * 60, slurm_array_parallelism=len(jobs))
-    futures = ex.map_array(run_one, [cfg] * len(jobs), [v for v, _ in jobs], [s for _, s in jobs])
-    return [f.result() for f in futures]
+
+def _split_finished(cfg: CompareConfig, jobs: list[tuple[Variant, int]]) -> tuple[list, list]:
+    done = [(v, s) for v, s in jobs if (_run_dir(cfg, v, s) / "done.json").is_file()]
+    return done, [j for j in jobs if j not in done]
+
+
+def plan_slurm(cfg: CompareConfig) -> str:
+    """What ``--launcher submitit`` would submit now (``--dry-run``): the runs reused and
+    submitted, the ``sbatch`` line and the batch script. Writes nothing."""
+    from yoloattn.experiments.fingerprint import check_study, study_fingerprint
+
+    check_slurm(need_sbatch=False)
+    variants = parse_variants(cfg.attention, cfg.place)
+    root = Path(cfg.project) / cfg.name
+    if root.is_dir() and not cfg.fresh:
+        check_study(root, study_fingerprint(cfg))  # a rerun with other options would be refused
+    jobs = [(v, s) for s in range(cfg.seeds) for v in variants]
+    done, todo = _split_finished(cfg, jobs)
+    folder = _slurm_folder(cfg).resolve()
+    lines = [f"study {Path(cfg.project) / cfg.name}: {len(jobs)} runs, {len(done)} finished (reused), "
+             f"{len(todo)} to submit as one job array"]  # fmt: skip
+    lines += [f"  task {i}: {_run_dir(cfg, v, s).name}" for i, (v, s) in enumerate(todo)]
+    if todo:
+        lines += ["", "equivalent to: " + sbatch_command_line(cfg.slurm, cfg.name, len(todo)), ""]
+        lines += ["batch script (submitit; the runs' arguments are pickled next to it):", ""]
+        lines.append(sbatch_view(folder, cfg.slurm, cfg.name, len(todo)))
+    return "\n".join(lines)
+
+
+def _submit_slurm(
+    cfg: CompareConfig,
+    jobs: list[tuple[Variant, int]],
+    on_record: Callable[[dict[str, Any]], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Finished runs are reused here; the others run as one job array (see :func:`run_array`)."""
+    done, todo = _split_finished(cfg, jobs)
+    by_key: dict[str, dict[str, Any]] = {}
+    for v, s in done:
+        by_key[_run_dir(cfg, v, s).name] = run_one(cfg, v, s)
+    tasks: dict[str, tuple[Any, ...]] = {}
+    for v, s in todo:
+        d = _run_dir(cfg, v, s)
+        (d / "error.json").unlink(missing_ok=True)  # a retried run: its old error no longer holds
+        tasks[d.name] = (cfg, v, s)
+    lookup = {_run_dir(cfg, v, s).name: (v, s) for v, s in todo}
+
+    def collect(key: str, out: TaskOutcome) -> None:
+        v, s = lookup[key]
+        if out.error is None:
+            rec = out.result
+            m = rec["metrics"]
+            LOGGER.info("done %s seed %d (job %s): mAP50 %.4f  mAP50-95 %.4f", v.name, s, out.job_id,
+                        m["map50"], m["map"])  # fmt: skip
+        else:
+            err = out.error
+            try:  # the task's own error.json names the exception better than submitit's message
+                err = json.loads((_run_dir(cfg, v, s) / "error.json").read_text())["error"]
+            except (OSError, ValueError, KeyError):
+                pass
+            where = f"job {out.job_id}, log: {out.log}" if out.log else f"job {out.job_id}"
+            rec = _error_record(cfg, v, s, f"{err} ({where})", log=out.log)
+            LOGGER.error("FAILED %s seed %d: %s", v.name, s, rec["error"])
+        by_key[key] = rec
+        if on_record:
+            on_record(rec)
+
+    if tasks:
+        run_array(SlurmTask(), tasks, _slurm_folder(cfg), cfg.slurm, name=cfg.name, on_outcome=collect)
+    return [by_key[_run_dir(cfg, v, s).name] for v, s in jobs]
 
 
 def run_compare(cfg: CompareConfig, on_record: Callable[[dict[str, Any]], None] | None = None) -> Path:
@@ -207,7 +326,7 @@ def run_compare(cfg: CompareConfig, on_record: Callable[[dict[str, Any]], None] 
 
     variants = parse_variants(cfg.attention, cfg.place)
     if cfg.launcher == "submitit":
-        _check_slurm()  # before anything is written
+        check_slurm()  # before anything is written
     elif cfg.launcher != "local":
         raise ValueError(f"unknown launcher {cfg.launcher!r}; choose local or submitit")
     root = Path(cfg.project) / cfg.name
@@ -235,7 +354,7 @@ def run_compare(cfg: CompareConfig, on_record: Callable[[dict[str, Any]], None] 
     jobs = [(v, s) for s in range(cfg.seeds) for v in variants]
     records: list[dict[str, Any]] = []
     if cfg.launcher == "submitit":
-        records = _submit_slurm(cfg, jobs)
+        records = _submit_slurm(cfg, jobs, on_record)
     elif cfg.launcher == "local":
         bar = tqdm(jobs, desc="compare", unit="run", position=0, disable=cfg.train.get("quiet", False))
         for v, s in bar:
@@ -244,17 +363,7 @@ def run_compare(cfg: CompareConfig, on_record: Callable[[dict[str, Any]], None] 
                 rec = run_one(cfg, v, s)
             except Exception as e:  # one failed variant must not stop the study
                 LOGGER.error("run %s seed %d failed: %s", v.name, s, e)
-                rec = {
-                    "variant": v.name,
-                    "attention": v.attention,
-                    "seed": s,
-                    "error": f"{type(e).__name__}: {e}",
-                }
-                d = _run_dir(cfg, v, s)
-                d.mkdir(parents=True, exist_ok=True)
-                (d / "error.json").write_text(
-                    json.dumps({**rec, "traceback": traceback.format_exc()}, indent=2)
-                )
+                rec = _error_record(cfg, v, s, f"{type(e).__name__}: {e}", traceback.format_exc())
             records.append(rec)
             if "metrics" in rec:
                 m = rec["metrics"]
