@@ -92,7 +92,8 @@ def test_tensorboard_writes_event_files(tiny_data, tmp_path):
     assert [e.step for e in acc.Scalars("train/box_loss")] == [0, 1]
     assert [e.step for e in acc.Scalars("metrics/mAP_0.5_0.95")] == [1]  # --noval: empty cell not logged
     rows = list(csv.DictReader((res.run_dir / "results.csv").open()))
-    assert math.isclose(acc.Scalars("train/box_loss")[1].value, float(rows[1]["train/box_loss"]), rel_tol=1e-5)
+    last = acc.Scalars("train/box_loss")[1].value
+    assert math.isclose(last, float(rows[1]["train/box_loss"]), rel_tol=1e-5)
 
 
 def test_tensorboard_missing_is_a_clear_error_before_training(monkeypatch, tiny_data, tmp_path):

@@ -388,9 +388,10 @@ class Trainer:
         vloss: torch.Tensor | None,
         lrs: list[float],
     ) -> dict[str, float | None]:
-        """One ``results.csv`` row (returned as column -> value for the callbacks). Cells with nothing to report stay empty (not 0): the metrics
-        before the first validation (``--noval``), and the val losses of unvalidated epochs. An
-        unvalidated epoch after a validation repeats the last metrics, as officially."""
+        """One ``results.csv`` row, returned as column -> value for the callbacks. Cells with
+        nothing to report stay empty (not 0, None in the returned row): the metrics before the first
+        validation (``--noval``), and the val losses of unvalidated epochs. An unvalidated epoch
+        after a validation repeats the last metrics, as officially."""
         mkeys = ("mp", "mr", "map50", "map")
         values: list[float | None] = [
             *[float(x) for x in mloss],

@@ -61,6 +61,7 @@ class CompareConfig:
     fresh: bool = False  # discard an existing study folder of this name first
     keep_state: bool = False  # keep finished runs' resume state (weights/last.state.safetensors)
     n_resamples: int = 1000  # bootstrap resamples of the summary
+    report_images: int = 3  # validation images explained per variant in report.html (0: none)
 
 
 def parse_variants(attention: list[str] | str, place: str = "neck") -> list[Variant]:
