@@ -122,8 +122,9 @@ def _figure(p: Panel, alt: str, cls: str = "") -> str:
 
 
 def _grid(d: ReportData) -> list[str]:
-    if not d.grid:
-        return ["<p>No validation images to show.</p>"]
+    if not d.grid or not d.images:
+        notes = "".join(f"<li>{_e(vi.variant)}: {_e(vi.note)}</li>" for vi in d.grid if vi.note)
+        return ["<p>No validation images to show.</p>" + (f"<ul>{notes}</ul>" if notes else "")]
     out = [
         "<p>The same validation images for every variant, explained with its final weights "
         "(first seed): detections drawn over the LayerCAM heatmap (per detected class, on the "
