@@ -97,10 +97,11 @@ def _img(p: Panel, alt: str, cls: str = "zoomable") -> str:
 
 
 def _table(
-    head: Sequence[str], body: Sequence[Sequence[str]], cls: str = "sortable", verdict: int = -1
+    head: Sequence[str], body: Sequence[Sequence[str]], ident: str, cls: str = "sortable", verdict: int = -1
 ) -> str:
-    """A table; the column ``verdict`` (index) is coloured by its value; baseline rows marked."""
-    out = [f'<div class="scroll"><table class="{cls}"><thead><tr>']
+    """A table (id ``ident``); the column ``verdict`` (index) is coloured by its value; baseline
+    rows are marked."""
+    out = [f'<div class="scroll"><table id="{ident}" class="{cls}"><thead><tr>']
     out += [f"<th>{_e(h)}</th>" for h in head]
     out.append("</tr></thead><tbody>")
     for cells in body:
@@ -130,7 +131,7 @@ def _grid(d: ReportData) -> list[str]:
         "(first seed): detections drawn over the LayerCAM heatmap (per detected class, on the "
         "inputs of the Detect layer), then the map of each attention row. Click a picture to "
         "enlarge it. See <code>yoloattn explain</code> (docs/explain.md).</p>",
-        '<div class="scroll"><table class="grid"><thead><tr><th>image</th>',
+        '<div class="scroll"><table id="image-grid" class="grid"><thead><tr><th>image</th>',
     ]
     for vi in d.grid:
         out.append(f'<th class="variant">{_e(vi.variant)}<div class="cap">{_e(vi.note)}</div></th>')
@@ -185,6 +186,7 @@ def render_html(d: ReportData, version: str = "") -> str:
         _table(
             d.table_head,
             d.table_rows,
+            "results-table",
             verdict=d.table_head.index("verdict") if "verdict" in d.table_head else -1,
         ),
     ]
@@ -197,7 +199,7 @@ def render_html(d: ReportData, version: str = "") -> str:
         b.append("<p>No plots.</p>")
     b.append('<h2 id="per-class">Per-class AP50-95 (mean over seeds)</h2>')
     if d.per_class_rows:
-        b.append(_table(d.per_class_head, d.per_class_rows))
+        b.append(_table(d.per_class_head, d.per_class_rows, "per-class-table"))
     else:
         b.append("<p>Not available: no run has match records.</p>")
     b.append('<h2 id="curves">Training curves</h2>')
@@ -211,7 +213,7 @@ def render_html(d: ReportData, version: str = "") -> str:
             "over the validation images (near 0: the row passes its input through); gate: the "
             "identity-insertion gate.</p>"
         )
-        b.append(_table(d.engagement_head, d.engagement_rows))
+        b.append(_table(d.engagement_head, d.engagement_rows, "engagement-table"))
     else:
         b.append("<p>No attention rows measured.</p>")
     b.append(f"<footer>yoloattn {_e(version)} · self-contained: no network requests</footer>")
