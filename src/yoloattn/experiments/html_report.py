@@ -42,8 +42,9 @@ figure.small img{max-width:min(100%,560px)}
 figcaption{font-size:12px;color:#5b6475;max-width:640px}
 table.grid td{vertical-align:top;text-align:left;white-space:normal;padding:6px}
 table.grid img{display:block;width:260px;border:0;cursor:zoom-in}
+table.grid th{text-align:left;vertical-align:top}
 table.grid .rows{display:flex;flex-wrap:wrap;gap:4px;max-width:400px;margin-top:4px}
-table.grid .rows img{width:124px}
+table.grid .rows>div{width:124px}table.grid .rows img{width:124px}
 table.grid .cap{font-size:11px;color:#5b6475}
 img.zoom{position:fixed;inset:0;margin:auto;max-width:95vw!important;max-height:95vh;
   width:auto!important;z-index:10;box-shadow:0 0 0 100vmax rgba(0,0,0,.6);cursor:zoom-out}
