@@ -256,6 +256,23 @@ def test_explain_image_with_layercam_keeps_the_model_untouched(gated) -> None:
     assert all(torch.equal(before[k], v) for k, v in gated.state_dict().items())
 
 
+def test_bare_panels_have_the_image_size_and_captions_apart(gated) -> None:
+    from yoloattn.engine.explain import panel_captions, render_explanation
+
+    img0 = np.random.default_rng(1).integers(0, 255, (90, 120, 3), dtype=np.uint8)
+    exp = explain_image(gated, img0, imgsz=128, conf=0.0, max_det=3)
+    bare = render_explanation(exp, img0, ["a", "b"], captions=False)
+    captioned = render_explanation(exp, img0, ["a", "b"])
+    text = panel_captions(exp)
+    assert list(bare) == list(text) == [k for k in captioned if k != "summary"]
+    assert list(bare)[:2] == ["cam", "row9_se"] and text["cam"].startswith("LayerCAM per detection")
+    assert bare["cam"].size == (120, 90)  # no title strip
+    assert bare["row19_cbam"].size == (120, 90)  # a spatial map: no strip either
+    assert bare["row9_se"].width == 120 and bare["row9_se"].height > 90  # the channel strip below
+    assert all(captioned[k].height > bare[k].height for k in bare)  # the captioned ones have a title
+    assert "channel weights" in text["row9_se"]
+
+
 # ---- command line --------------------------------------------------------------------------
 
 

@@ -265,6 +265,20 @@ def test_plots_are_written(tmp_path) -> None:
         plot_confusion_matrix(np.zeros((2, 3)), tmp_path / "x.png")
 
 
+def test_read_results_keeps_numeric_columns_and_empty_cells_as_nan(tmp_path):
+    from yoloattn.engine.runs import read_results
+
+    csv = tmp_path / "results.csv"
+    csv.write_text(" epoch, train/box_loss, metrics/mAP_0.5, note\n 0, 0.1, , a\n 1, 0.08, 0.3, b\n")
+    cols = read_results(csv)
+    assert list(cols) == ["epoch", "train/box_loss", "metrics/mAP_0.5"]  # "note" is not numeric
+    assert cols["epoch"].tolist() == [0.0, 1.0] and np.isnan(cols["metrics/mAP_0.5"][0])
+    assert cols["metrics/mAP_0.5"][1] == 0.3
+    (tmp_path / "empty.csv").write_text("epoch,x\n")
+    with pytest.raises(ValueError, match="no data rows"):
+        read_results(tmp_path / "empty.csv")
+
+
 def test_smooth_keeps_length_for_any_size():
     import numpy as np
 

@@ -1,7 +1,8 @@
 """Study fingerprint (refuse / reuse / --fresh), resume state dropped, the statistics in the summary.
 
 Training and evaluation are faked (``train`` writes a run folder, ``evaluate_run`` writes
-simulated match records), so the real :func:`run_one` and :func:`run_compare` run in milliseconds.
+simulated match records; the ``fake`` fixture, :mod:`fake_study`), so the real :func:`run_one` and
+:func:`run_compare` run in milliseconds.
 """
 
 from __future__ import annotations
@@ -13,64 +14,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fake_study import LABELS, N_IMG
 
-from yoloattn.engine.records import MatchRecords, map_from_records, simulate_records
-from yoloattn.experiments import report
+from yoloattn.engine.records import MatchRecords
 from yoloattn.experiments.bootstrap import bootstrap_study
 from yoloattn.experiments.compare import CompareConfig, run_compare
 from yoloattn.experiments.fingerprint import StudyMismatch, diff_fingerprints, study_fingerprint
 from yoloattn.experiments.stats import decide
 from yoloattn.experiments.tables import COLUMNS
-
-N_IMG = 60
-LABELS = simulate_records(N_IMG, nc=2, rng=0)
-#: how well each fake variant detects: se clearly better than the baseline, cbam the same
-QUALITY = {"baseline": 0.6, "se@neck": 0.95, "cbam@neck": 0.6}
-
-
-@pytest.fixture
-def fake(monkeypatch):
-    """Fake train + evaluate_run; returns the list of (variant, seed) trained."""
-    calls: list[tuple[str, int]] = []
-
-    def fake_train(tc):
-        d = Path(tc.project) / tc.name
-        (d / "weights").mkdir(parents=True, exist_ok=True)
-        (d / "weights" / "last.safetensors").write_bytes(b"w")
-        (d / "weights" / "last.state.safetensors").write_bytes(b"s" * 4096)
-        (d / "args.yaml").write_text("insert_resolved: identity\n")
-        (d / "metrics_start.json").write_text(json.dumps({"map50": 0.5, "map": 0.3}))
-        calls.append((d.name.rsplit("-s", 1)[0], tc.seed))
-
-    def fake_evaluate_run(
-        weights, data, imgsz=640, device="", single_cls=False, engagement=None, records=None
-    ):
-        run = Path(weights).parent.parent.name
-        variant, seed = run.rsplit("-s", 1)
-        rng = 1000 * int(seed) + sorted(QUALITY).index(variant)
-        rec = simulate_records(
-            N_IMG,
-            nc=2,
-            rng=rng,
-            detect_rate=QUALITY[variant],
-            labels=(LABELS.target_cls, LABELS.target_img),
-        )
-        if records is not None:
-            rec.save(records)
-        m50, m, _ = map_from_records(rec)
-        return {"map50": m50, "map": m, "coco_ap": m, "images": N_IMG, "instances": rec.n_targets}
-
-    monkeypatch.setattr("yoloattn.engine.trainer.train", fake_train)
-    monkeypatch.setattr("yoloattn.engine.evaluator.evaluate_run", fake_evaluate_run)
-    monkeypatch.setattr(
-        report,
-        "architecture_figures",
-        lambda cfg, vs: {
-            v.name: {"params": 1000 + i, "gflops": 1.0 + 0.005 * i, "latency_ms": 5.0 + i}
-            for i, v in enumerate(vs)
-        },
-    )
-    return calls
 
 
 def _cfg(tmp_path, data, **kw) -> CompareConfig:

@@ -98,6 +98,13 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument(
         "--resamples", type=int, default=1000, help="bootstrap resamples for the summary's intervals"
     )
+    p.add_argument(
+        "--report-images",
+        type=int,
+        default=3,
+        metavar="K",
+        help="validation images explained (detections, heatmaps) per variant in report.html; 0: none",
+    )
     add_train_options(p)
     p.set_defaults(imgsz=None)  # unset: 640, or the demo's 320
     return p
@@ -167,6 +174,7 @@ def run(args: argparse.Namespace) -> int:
         keep_state=args.keep_state,
         n_resamples=args.resamples,
         slurm=slurm_options(args),
+        report_images=args.report_images,
     )
     if args.dry_run:
         if args.launcher != "submitit":
@@ -175,8 +183,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     root = run_compare(cfg)
     print(
-        f"\nsummary: {root / 'summary.md'} "
+        f"\nsummary: {root / 'summary.md'}, report: {root / 'report.html'} "
         "(also summary.csv, summary.json, per_class.csv, forest.png, map_bar.png, map_vs_gflops.png, "
-        "map_vs_latency.png)"
+        "map_vs_latency.png, curves.png)"
     )
     return 0

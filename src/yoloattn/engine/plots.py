@@ -11,7 +11,6 @@ is used; nothing is downloaded.
 
 from __future__ import annotations
 
-import csv
 import logging
 import math
 from collections.abc import Sequence
@@ -22,6 +21,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from yoloattn.engine.metrics import APResult, smooth
+from yoloattn.engine.runs import read_results
 
 __all__ = [
     "plot_confusion_matrix",
@@ -197,26 +197,12 @@ def plot_results_csv(csv_path: str | Path, out_path: str | Path | None = None) -
     their column's line. Writes ``out_path`` (default ``results.png`` next to the CSV).
     """
     csv_path = Path(csv_path)
-    if not csv_path.is_file():
-        raise FileNotFoundError(f"results CSV not found: {csv_path}")
-    with csv_path.open(newline="") as f:
-        rows = [r for r in csv.reader(f) if r]
-    if len(rows) < 2:
-        raise ValueError(f"{csv_path} has no data rows (need a header and at least one row)")
-    header = [h.strip() for h in rows[0]]
-    body = rows[1:]
-
-    def column(i: int) -> np.ndarray | None:
-        try:
-            return np.array([float(r[i]) if i < len(r) and r[i].strip() else np.nan for r in body])
-        except ValueError:
-            return None  # non-numeric column
-
-    cols = {name: column(i) for i, name in enumerate(header)}
+    cols = read_results(csv_path)
+    n = len(next(iter(cols.values()))) if cols else 0
     x = cols.get("epoch")
     if x is None:
-        x = np.arange(len(body), dtype=float)
-    series = [(k, v) for k, v in cols.items() if k != "epoch" and v is not None]
+        x = np.arange(n, dtype=float)
+    series = [(k, v) for k, v in cols.items() if k != "epoch"]
     if not series:
         raise ValueError(f"{csv_path} has no numeric columns besides 'epoch'")
     ncols = min(5, len(series))

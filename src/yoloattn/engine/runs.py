@@ -22,12 +22,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from yoloattn._io import write_text_atomic
 
 __all__ = [
     "RESULT_COLUMNS",
     "RunDir",
     "increment_path",
+    "read_results",
     "truncate_results",
     "write_results_row",
 ]
@@ -70,6 +73,30 @@ def write_results_row(path: Path, epoch: int, values: list[Any]) -> None:
         if new:
             w.writerow(RESULT_COLUMNS)
         w.writerow(["" if v is None else f"{v:.6g}" if isinstance(v, float) else v for v in [epoch, *values]])
+
+
+def read_results(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
+    """The numeric columns of a ``results.csv`` (names stripped of spaces), as float arrays.
+
+    Empty cells (nothing measured that epoch, e.g. metrics under ``--noval``) are NaN; a column
+    with a non-numeric cell is left out. Raises FileNotFoundError, or ValueError for a file
+    without data rows.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"results CSV not found: {path}")
+    with path.open(newline="") as f:
+        rows = [r for r in csv.reader(f) if r]
+    if len(rows) < 2:
+        raise ValueError(f"{path} has no data rows (need a header and at least one row)")
+    body = rows[1:]
+    out: dict[str, np.ndarray] = {}
+    for i, name in enumerate(h.strip() for h in rows[0]):
+        try:
+            out[name] = np.array([float(r[i]) if i < len(r) and r[i].strip() else np.nan for r in body])
+        except ValueError:
+            continue  # non-numeric column
+    return out
 
 
 def truncate_results(path: Path, before_epoch: int) -> int:

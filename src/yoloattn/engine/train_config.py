@@ -138,6 +138,11 @@ class TrainConfig:
     )
     rect: bool = option(False, help="rectangular training batches (no mosaic, no shuffle)")
     quiet: bool = option(False, help="no progress bars")
+    tensorboard: bool = option(
+        False,
+        help="also log the results.csv scalars as TensorBoard event files in the run folder "
+        "(needs the optional extra: pip install 'yoloattn[tensorboard]')",
+    )
     plots: bool = option(
         True,
         scope=RUN,

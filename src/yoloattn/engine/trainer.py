@@ -4,7 +4,8 @@
 (layout: :class:`~yoloattn.engine.runs.RunDir`): the resolved options and architecture, one
 ``results.csv`` row per epoch (losses, P, R, mAP50, mAP50-95, learning rates) and its plot, the
 last and best EMA weights (best by fitness 0.1*mAP50 + 0.9*mAP50-95) with JSON sidecars, and the
-state an exact resume needs (no pickle).
+state an exact resume needs (no pickle). Loggers attach as callbacks
+(:mod:`yoloattn.engine.callbacks`; ``--tensorboard`` adds the TensorBoard one).
 
 Under ``torchrun`` the same code runs DistributedDataParallel; rank 0 logs and writes files.
 """
@@ -17,6 +18,7 @@ import logging
 import math
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +28,7 @@ from torch import nn
 
 from yoloattn._io import write_text_atomic
 from yoloattn.engine import setup as parts
+from yoloattn.engine.callbacks import Callback, CallbackList, TensorBoardLogger
 from yoloattn.engine.checkpoint import (
     Resume,
     ResumePoint,
@@ -84,7 +87,7 @@ __all__ = [
 class Trainer:
     """One training run. Use :func:`train` for the common case."""
 
-    def __init__(self, cfg: TrainConfig):
+    def __init__(self, cfg: TrainConfig, callbacks: Sequence[Callback] = ()):
         self.cfg = dataclasses.replace(cfg)  # setup() resolves defaults into it; the caller's stays as given
         self.resume: Resume | None = None
         if cfg.resume:
@@ -96,6 +99,8 @@ class Trainer:
         init_distributed(self.device)
         self.main = self.rank == 0
         self.start_epoch = 0
+        logger = [TensorBoardLogger()] if self.cfg.tensorboard and self.main else []
+        self.callbacks = CallbackList([*logger, *(callbacks if self.main else ())])  # rank 0 logs
 
     @property
     def run_dir(self) -> Path:
@@ -232,6 +237,8 @@ class Trainer:
         if self.main and cfg.eval_start and self.resume is None and self.val_loader is not None:
             start, _ = self._validate()
             write_text_atomic(self.run.metrics_start, json.dumps({k: float(v) for k, v in start.items()}))
+        if self.main:
+            self.callbacks.on_train_start(self)
         for epoch in range(self.start_epoch, self.epochs):
             self.model.train()
             self.train_loader.set_epoch(epoch)  # shuffle order and augmentation depend on (seed, epoch)
@@ -256,7 +263,8 @@ class Trainer:
                     if self.bad_epochs >= cfg.patience:
                         LOGGER.info("early stop: no improvement for %d validations", self.bad_epochs)
                         stop = stopped_early = True
-                self._write_results(epoch, mloss, metrics, vloss, lrs)
+                row = self._write_results(epoch, mloss, metrics, vloss, lrs)
+                self.callbacks.on_epoch_end(self, epoch, row)
                 self._save(epoch, improved or (self.val_loader is None), metrics)
             if cfg.stop_after_epochs is not None and epochs_done - self.start_epoch >= cfg.stop_after_epochs:
                 stop = True
@@ -275,6 +283,7 @@ class Trainer:
                 metrics,
                 self.best_fitness,
             )
+            self.callbacks.on_train_end(self, result)
         if is_dist():
             torch.distributed.barrier()
         return result  # type: ignore[return-value]
@@ -386,10 +395,11 @@ class Trainer:
         metrics: dict[str, float],
         vloss: torch.Tensor | None,
         lrs: list[float],
-    ) -> None:
-        """One ``results.csv`` row. Cells with nothing to report stay empty (not 0): the metrics
-        before the first validation (``--noval``), and the val losses of unvalidated epochs. An
-        unvalidated epoch after a validation repeats the last metrics, as officially."""
+    ) -> dict[str, float | None]:
+        """One ``results.csv`` row, returned as column -> value for the callbacks. Cells with
+        nothing to report stay empty (not 0, None in the returned row): the metrics before the first
+        validation (``--noval``), and the val losses of unvalidated epochs. An unvalidated epoch
+        after a validation repeats the last metrics, as officially."""
         mkeys = ("mp", "mr", "map50", "map")
         values: list[float | None] = [
             *[float(x) for x in mloss],
@@ -398,6 +408,7 @@ class Trainer:
             *lrs[:3],
         ]
         write_results_row(self.run.results_csv, epoch, values)
+        return dict(zip(RESULT_COLUMNS[1:], values))
 
     def _save(self, epoch: int, best: bool, metrics: dict[str, float]) -> None:
         from yoloattn import __version__
@@ -483,10 +494,11 @@ def session_summary(trainer: Trainer, result: TrainResult, seconds: float) -> st
     )
 
 
-def train(cfg: TrainConfig) -> TrainResult:
-    """Run one training; see :class:`TrainConfig` for the options."""
+def train(cfg: TrainConfig, callbacks: Sequence[Callback] = ()) -> TrainResult:
+    """Run one training; see :class:`TrainConfig` for the options and
+    :mod:`yoloattn.engine.callbacks` for ``callbacks``."""
     t0 = time.time()
-    trainer = Trainer(cfg)
+    trainer = Trainer(cfg, callbacks)
     result = trainer.fit()
     if result is not None and not cfg.quiet:
         LOGGER.info("%s; results in %s", session_summary(trainer, result, time.time() - t0), result.run_dir)

@@ -84,6 +84,7 @@ class CompareConfig:
     keep_state: bool = False  # keep finished runs' resume state (weights/last.state.safetensors)
     n_resamples: int = 1000  # bootstrap resamples of the summary
     slurm: SlurmOptions = field(default_factory=SlurmOptions)  # --launcher submitit: what each task asks for
+    report_images: int = 3  # validation images explained per variant in report.html (0: none)
 
 
 def parse_variants(attention: list[str] | str, place: str = "neck") -> list[Variant]:

@@ -51,6 +51,7 @@ NOT_RESULT_OPTIONS = frozenset(
         "device",
         "workers",
         "quiet",
+        "tensorboard",
         "cache_dir",
         "cache",
         "plots",

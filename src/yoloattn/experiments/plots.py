@@ -1,4 +1,4 @@
-"""The summary's plots: forest plot of Δ, mAP bars, accuracy against cost.
+"""The summary's plots: forest plot of Δ, mAP bars, accuracy against cost, training curves.
 
 Every plot carries a title naming the model, data, epochs and seeds, and no axis exaggerates:
 value axes start at zero (bars, accuracy against GFLOPs or latency, where the cost labels state
@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["PLOTS", "draw_plots"]
+__all__ = ["PLOTS", "draw_curves", "draw_plots"]
 
 #: file name -> what it shows
 PLOTS = {
@@ -20,7 +20,15 @@ PLOTS = {
     "map_bar.png": "mAP50 and mAP50-95 per variant, mean ± std over seeds, axis from 0",
     "map_vs_gflops.png": "mAP50-95 against GFLOPs, both axes from 0, relative cost in the labels",
     "map_vs_latency.png": "mAP50-95 against CPU latency, both axes from 0, relative cost in the labels",
+    "curves.png": "training curves per variant (one line per seed): train loss, val mAP50, val mAP50-95",
 }
+
+#: curves.png panels: (title, results.csv columns summed, axis from 0)
+CURVES = (
+    ("train loss (box + obj + cls)", ("train/box_loss", "train/obj_loss", "train/cls_loss")),
+    ("val mAP@0.5", ("metrics/mAP_0.5",)),
+    ("val mAP@0.5:0.95", ("metrics/mAP_0.5:0.95",)),
+)
 
 
 def _nan0(v: Any) -> float:
@@ -127,3 +135,48 @@ def draw_plots(root: Path, rows: Sequence[Mapping[str, Any]], title: str) -> lis
         if _cost(plt, root, rows, title, xkey, label, fname):
             out.append(fname)
     return out
+
+
+def draw_curves(root: Path, curves: Mapping[str, Sequence[Mapping[str, Any]]], title: str) -> bool:
+    """``curves.png``: per variant (one colour) and seed (one line) the :data:`CURVES` panels
+    against the epoch. ``curves`` maps variant -> the seeds' ``results.csv`` columns (arrays, NaN
+    for empty cells; :func:`yoloattn.engine.runs.read_results`). Epochs without validation
+    (``--noval``) leave gaps; a panel with nothing to show says so. False when no run has curves."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    if not any(curves.values()):
+        return False
+    fig, axes = plt.subplots(1, len(CURVES), figsize=(4.2 * len(CURVES), 3.6))
+    for ax, (name, cols) in zip(axes, CURVES):
+        drawn = False
+        for k, (variant, runs) in enumerate(curves.items()):
+            for j, run in enumerate(runs):
+                if not all(c in run for c in cols):
+                    continue
+                y = np.sum([np.asarray(run[c], dtype=np.float64) for c in cols], axis=0)
+                x = np.asarray(run.get("epoch", np.arange(len(y))), dtype=np.float64) + 1
+                ok = np.isfinite(y)
+                if ok.any():
+                    label = variant if j == 0 else None
+                    ax.plot(x[ok], y[ok], marker="o", ms=3, lw=1.5, color=f"C{k}", label=label, alpha=0.85)
+                    drawn = True
+        if not drawn:
+            ax.text(0.5, 0.5, "not measured during training\n(--noval)", ha="center", va="center")
+            ax.set_xticks([])
+            ax.set_yticks([])
+        else:
+            ax.set_ylim(bottom=0)
+            ax.set_xlabel("epoch")
+        ax.set_title(name, fontsize=9)
+    handles, labels = axes[0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="lower center", ncol=min(6, len(labels)), fontsize=8)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout(rect=(0, 0.08 if handles else 0, 1, 1))
+    fig.savefig(root / "curves.png", dpi=110)
+    plt.close(fig)
+    return True

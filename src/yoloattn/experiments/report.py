@@ -10,7 +10,9 @@ verdict from the Holm-adjusted bootstrap p-value (:func:`~yoloattn.experiments.s
 Runs without match records (older studies) fall back to the paired t-test over seeds. The study's
 minimum detectable effect, the per-class AP50-95, the settings and the size on disk complete it.
 Text: :mod:`yoloattn.experiments.tables`; plots: :mod:`yoloattn.experiments.plots`; cost:
-:mod:`yoloattn.experiments.cost`.
+:mod:`yoloattn.experiments.cost`; the self-contained ``report.html`` (plots, training curves,
+heatmaps of validation images per variant): :mod:`yoloattn.experiments.report_data` and
+:mod:`yoloattn.experiments.html_report`.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import numpy as np
 from yoloattn.engine.records import MatchRecords, map_from_records
 from yoloattn.experiments.bootstrap import PairedBootstrap, bootstrap_study
 from yoloattn.experiments.cost import architecture_figures, measure_latency
-from yoloattn.experiments.plots import PLOTS, draw_plots
+from yoloattn.experiments.plots import PLOTS, draw_curves, draw_plots
 from yoloattn.experiments.stats import (
     decide,
     mean_std,
@@ -38,6 +40,7 @@ from yoloattn.experiments.stats import (
 )
 from yoloattn.experiments.tables import (
     COLUMNS,
+    per_class_cells,
     per_class_markdown,
     settings_lines,
     to_markdown,
@@ -306,6 +309,44 @@ def _class_names(cfg: Any, nc: int) -> list[str]:
     return [str(i) for i in range(nc)]
 
 
+def _write_html(
+    root: Path,
+    cfg: Any,
+    variants: Any,
+    records: list[dict[str, Any]],
+    rows: list[dict[str, Any]],
+    title: str,
+    settings: dict[str, Any],
+    notes: list[str],
+    plots: list[str],
+    names: list[str],
+    stats: StudyStats,
+) -> str | None:
+    """``report.html`` (:mod:`yoloattn.experiments.html_report`); its name, or None if it failed."""
+    try:
+        from yoloattn.experiments.html_report import write_report
+        from yoloattn.experiments.report_data import build_report
+
+        per_class = {v.name: stats.per_class[v.name] for v in variants if v.name in stats.per_class}
+        data = build_report(
+            root,
+            cfg,
+            variants,
+            records,
+            rows,
+            title=title,
+            settings=settings_lines(settings),
+            notes=notes,
+            plots=plots,
+            per_class=per_class_cells(names, per_class) if per_class else None,
+            n_images=int(getattr(cfg, "report_images", 3)),
+        )
+        return write_report(root / "report.html", data).name
+    except Exception as e:  # the report is a view of the study: it must never lose the summary
+        LOGGER.warning("could not write report.html: %s", e)
+        return None
+
+
 def write_summary(
     root: Path,
     cfg: Any,
@@ -313,7 +354,8 @@ def write_summary(
     records: list[dict[str, Any]],
     arch: dict[str, dict[str, float]] | None = None,
 ) -> list[dict[str, Any]]:
-    """Write ``summary.md``, ``summary.csv``, ``summary.json``, ``per_class.csv`` and the plots."""
+    """Write ``summary.md``, ``summary.csv``, ``summary.json``, ``per_class.csv``, the plots and
+    ``report.html``."""
     if arch is None:
         arch = architecture_figures(cfg, variants)
     stats = study_statistics(variants, records, getattr(cfg, "n_resamples", 1000))
@@ -331,6 +373,13 @@ def write_summary(
     except Exception as e:
         LOGGER.warning("could not draw plots: %s", e)
         plots = []
+    try:
+        from yoloattn.experiments.report_data import training_curves
+
+        if draw_curves(root, training_curves(variants, records), title):
+            plots.append("curves.png")
+    except Exception as e:
+        LOGGER.warning("could not draw the training curves: %s", e)
     if stats.boot:
         method = (
             f"Δ is variant − baseline, paired by seed; its 95 % interval is the percentile interval of "
@@ -349,20 +398,32 @@ def write_summary(
         or "Minimum detectable effect: not available (needs a baseline, a variant and match records)."
     )
     md = to_markdown(rows)
-    text = [
-        f"# Ablation `{cfg.name}`: {title}",
-        "",
-        *settings_lines(settings),
-        "",
-        md,
-        "",
+    notes = [
         f"**{mde}**",
-        "",
         method + f" Latency: CPU, batch 1, {settings['fingerprint'].get('imgsz')} px, median of "
         "interleaved runs. `mAP50-95 @0`: before the first step (identity insertion starts level).",
     ]
     if stats.missing:
-        text += ["", f"Runs without match records (t-test used): {', '.join(stats.missing)}."]
+        notes.append(f"Runs without match records (t-test used): {', '.join(stats.missing)}.")
+    report = _write_html(root, cfg, variants, records, rows, title, settings, notes, plots, names, stats)
+    text = [
+        f"# Ablation `{cfg.name}`: {title}",
+        "",
+        *(
+            [f"The whole study on one page (plots, training curves, heatmaps): [{report}]({report})", ""]
+            if report
+            else []
+        ),
+        *settings_lines(settings),
+        "",
+        md,
+        "",
+        notes[0],
+        "",
+        notes[1],
+    ]
+    if stats.missing:
+        text += ["", notes[2]]
     if stats.per_class:
         text += ["", "## Per-class AP50-95 (mean over seeds)", "", per_class_markdown(names, per_class)]
     if plots:
@@ -401,6 +462,7 @@ def write_summary(
         },
         "disk_bytes": settings["disk_bytes"],
         "plots": plots,
+        "report": report,
     }
     (root / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     print(md)

@@ -16,8 +16,10 @@ __all__ = [
     "COLUMNS",
     "fmt",
     "human_bytes",
+    "per_class_cells",
     "per_class_markdown",
     "settings_lines",
+    "table_cells",
     "to_markdown",
     "write_csv",
     "write_per_class_csv",
@@ -79,8 +81,8 @@ def _delta_cell(r: Mapping[str, Any], key: str) -> str:
     return f"{d:+.4f}" + ("" if math.isnan(lo) else f" [{lo:+.4f}, {hi:+.4f}]")
 
 
-def to_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
-    """The variant table (one row per variant) and the failures below it."""
+def table_cells(rows: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    """The variant table as text cells: its header and one row of cells per variant."""
     head = [
         "variant",
         "params",
@@ -98,34 +100,38 @@ def to_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
         "p (Holm)",
         "verdict",
     ]
-    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    body = []
     for r in rows:
         seeds = f"{r['seeds']}" + (f" ({r['failed']} failed)" if r["failed"] else "")
         p = r.get("p_holm", math.nan)
         p = r.get("p_value", math.nan) if not isinstance(p, float) or math.isnan(p) else p
-        lines.append(
-            "| "
-            + " | ".join(
-                [
-                    r["variant"],
-                    f"{r.get('params', 0):,}",
-                    fmt(r.get("gflops"), 2),
-                    fmt(r.get("latency_ms"), 1),
-                    seeds,
-                    f"{fmt(r['mAP50_mean'])} ± {fmt(r['mAP50_std'])}",
-                    f"{fmt(r['mAP50-95_mean'])} ± {fmt(r['mAP50-95_std'])}",
-                    f"{fmt(r['coco_AP_mean'])} ± {fmt(r['coco_AP_std'])}",
-                    r.get("insert") or "",
-                    fmt(r.get("mAP50-95@0_mean")),
-                    fmt(r.get("engagement_mean"), 3),
-                    _delta_cell(r, "d_mAP50"),
-                    _delta_cell(r, "d_mAP50-95"),
-                    "" if r["variant"] == "baseline" else fmt(p, 3),
-                    r.get("verdict", ""),
-                ]
-            )
-            + " |"
+        body.append(
+            [
+                r["variant"],
+                f"{r.get('params', 0):,}",
+                fmt(r.get("gflops"), 2),
+                fmt(r.get("latency_ms"), 1),
+                seeds,
+                f"{fmt(r['mAP50_mean'])} ± {fmt(r['mAP50_std'])}",
+                f"{fmt(r['mAP50-95_mean'])} ± {fmt(r['mAP50-95_std'])}",
+                f"{fmt(r['coco_AP_mean'])} ± {fmt(r['coco_AP_std'])}",
+                r.get("insert") or "",
+                fmt(r.get("mAP50-95@0_mean")),
+                fmt(r.get("engagement_mean"), 3),
+                _delta_cell(r, "d_mAP50"),
+                _delta_cell(r, "d_mAP50-95"),
+                "" if r["variant"] == "baseline" else fmt(p, 3),
+                r.get("verdict", ""),
+            ]
         )
+    return head, body
+
+
+def to_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
+    """The variant table (one row per variant) and the failures below it."""
+    head, body = table_cells(rows)
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    lines += ["| " + " | ".join(cells) + " |" for cells in body]
     for r in rows:
         if r["errors"]:
             lines.append(f"\n**{r['variant']} failed:** {r['errors']}")
@@ -174,18 +180,26 @@ def settings_lines(settings: Mapping[str, Any]) -> list[str]:
     return lines
 
 
-def per_class_markdown(names: Sequence[str], per_class: Mapping[str, Sequence[float]]) -> str:
-    """Per-class AP50-95 (mean over seeds), one row per class, one column per variant."""
+def per_class_cells(
+    names: Sequence[str], per_class: Mapping[str, Sequence[float]]
+) -> tuple[list[str], list[list[str]]]:
+    """Per-class AP50-95 as text cells: header ``class, <variants>``, one row per class that has
+    a value (a class without labels is NaN for every variant and left out)."""
     variants = list(per_class)
-    lines = [
-        "| class | " + " | ".join(variants) + " |",
-        "|" + "|".join("---" for _ in range(len(variants) + 1)) + "|",
-    ]
+    body = []
     for c, name in enumerate(names):
         vals = [per_class[v][c] for v in variants]
         if all(isinstance(x, float) and math.isnan(x) for x in vals):
             continue
-        lines.append(f"| {name} | " + " | ".join(fmt(float(x)) for x in vals) + " |")
+        body.append([str(name), *(fmt(float(x)) for x in vals)])
+    return ["class", *variants], body
+
+
+def per_class_markdown(names: Sequence[str], per_class: Mapping[str, Sequence[float]]) -> str:
+    """Per-class AP50-95 (mean over seeds), one row per class, one column per variant."""
+    head, body = per_class_cells(names, per_class)
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    lines += ["| " + " | ".join(cells) + " |" for cells in body]
     return "\n".join(lines)
 
 

@@ -23,6 +23,7 @@ from yoloattn.engine.explain.explainer import (
     RowView,
     explain_image,
     explanation_record,
+    panel_captions,
     render_explanation,
     save_explanation,
 )
@@ -45,6 +46,7 @@ __all__ = [
     "explanation_record",
     "layercam_maps",
     "overlay",
+    "panel_captions",
     "render_explanation",
     "save_explanation",
     "to_image",

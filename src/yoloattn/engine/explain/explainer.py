@@ -31,6 +31,7 @@ __all__ = [
     "RowView",
     "explain_image",
     "explanation_record",
+    "panel_captions",
     "render_explanation",
     "save_explanation",
 ]
@@ -131,27 +132,46 @@ def _row_caption(v: RowView) -> str:
     return f"{text}\n{rng}"
 
 
-def render_explanation(exp: Explanation, img0: np.ndarray, names: Sequence[str]) -> dict[str, Image.Image]:
-    """Panels of one explanation: ``"cam"`` (heatmap + boxes), ``"row<i>_<key>"`` per attention
-    row, and ``"summary"`` (all panels tiled)."""
-    boxes = exp.detections.tolist()
+def _key(v: RowView) -> str:
+    return f"row{v.row.index}_{v.row.key}"
+
+
+def panel_captions(exp: Explanation) -> dict[str, str]:
+    """The caption of each panel of :func:`render_explanation` (``"cam"``, ``"row<i>_<key>"``)."""
     cam = exp.cam
     on = f"on rows {', '.join(map(str, cam.layers))}"
     title = f"LayerCAM per {cam.target} {on}" if cam.method == "layercam" else f"EigenCAM {on}"
-    if boxes:
-        found = f"{len(boxes)} detection(s)"
+    if len(exp.detections):
+        found = f"{len(exp.detections)} detection(s)"
     elif cam.method == "layercam" and cam.labels:
         found = f"no detection; map of the {cam.labels[0]}"
     else:
         found = "no detection"
-    text = f"{title}\n{found}"
-    panels = {"cam": caption(draw_boxes(overlay(img0, exp.heatmap), boxes, list(names)), text)}
+    return {"cam": f"{title}\n{found}", **{_key(v): _row_caption(v) for v in exp.rows}}
+
+
+def _bare(im: Image.Image, _text: str, below: Image.Image | None = None) -> Image.Image:
+    """A panel without its caption (the channel strip, if any, still below it)."""
+    return im if below is None else grid([im, below], columns=1, width=im.width)
+
+
+def render_explanation(
+    exp: Explanation, img0: np.ndarray, names: Sequence[str], captions: bool = True
+) -> dict[str, Image.Image]:
+    """Panels of one explanation: ``"cam"`` (heatmap + boxes), ``"row<i>_<key>"`` per attention
+    row, and ``"summary"`` (all panels tiled). ``captions=False``: the panels without their title
+    strips (:func:`panel_captions` has the texts) and without ``"summary"``."""
+    text = panel_captions(exp)
+    label = caption if captions else _bare
+    boxes = exp.detections.tolist()
+    panels = {"cam": label(draw_boxes(overlay(img0, exp.heatmap), boxes, list(names)), text["cam"])}
     for v in exp.rows:
         mode = "max" if v.map.kind == "positions" else "minmax"
         im = overlay(img0, normalise(v.image, mode))
         below = channel_strip(v.map.values[0], im.width) if v.map.kind == "channel" else None
-        panels[f"row{v.row.index}_{v.row.key}"] = caption(im, _row_caption(v), below)
-    panels["summary"] = grid(list(panels.values()))
+        panels[_key(v)] = label(im, text[_key(v)], below)
+    if captions:
+        panels["summary"] = grid(list(panels.values()))
     return panels
 
 
