@@ -85,7 +85,7 @@ class StageTimer:
 
     def __init__(self) -> None:
         self.total: dict[str, float] = {}
-        self._depth = 0
+        self._stack: list[float] = []
 
     @contextmanager
     def patch(self, targets: dict[str, list[tuple[Any, str]]]) -> Iterator[None]:
@@ -105,15 +105,16 @@ class StageTimer:
 
     def _wrap(self, stage: str, fn: Callable[..., Any]) -> Callable[..., Any]:
         def timed(*args: Any, **kwargs: Any) -> Any:
-            if self._depth:  # nested stage: counted by the outer one
-                return fn(*args, **kwargs)
-            self._depth += 1
+            self._stack.append(0.0)  # time of nested stages, not counted twice
             t = time.perf_counter()
             try:
                 return fn(*args, **kwargs)
             finally:
-                self.total[stage] = self.total.get(stage, 0.0) + time.perf_counter() - t
-                self._depth -= 1
+                dt = time.perf_counter() - t
+                nested = self._stack.pop()
+                self.total[stage] = self.total.get(stage, 0.0) + dt - nested
+                if self._stack:
+                    self._stack[-1] += dt
 
         return timed
 
@@ -187,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     import _legacy_pipeline as L
     from yoloattn.data import DEFAULT_HYP, YoloDataset, load_dataset_config
     from yoloattn.data import dataset as D
+    from yoloattn.data import mosaic as M
 
     torch.set_num_threads(1)  # what a worker runs with; the main process of a loader run too
     cfg = load_dataset_config(args.data)
@@ -239,8 +241,8 @@ def main(argv: list[str] | None = None) -> int:
         },
         "current": {
             "decode": [(D, "read_image")],
-            "mosaic": [(D, "mosaic4"), (D, "mosaic4_warp")],
-            "geometry": [(D, "random_perspective")],
+            "mosaic": [(D, "random_mosaic")],
+            "geometry": [(M.F, "interpolate"), (M, "warp")],
             "hsv": [(D, "augment_hsv")],
         },
     }
@@ -256,12 +258,12 @@ def main(argv: list[str] | None = None) -> int:
     for name, row in table.items():
         print(f"  {name:>12}" + "".join(f"{row.get(c, 0.0):10.2f}" for c in cols))
     if "legacy" in table and "current" in table:
-        print(
-            "  legacy/current"
-            + "".join(
-                f"{table['legacy'].get(c, 0) / max(table['current'].get(c, 0), 1e-9):10.2f}" for c in cols
-            )
-        )
+        ratios = [
+            table["legacy"].get(c, 0.0) / table["current"][c] if table["current"].get(c) else 0.0
+            for c in cols
+        ]
+        print(f"  {'legacy/curr.':>12}" + "".join(f"{v:10.2f}" if v else f"{'-':>10}" for v in ratios))
+    print("  (current: mosaic = placing the tiles, geometry = their resizes, fused in one step)")
 
     # 3. decode-only baseline
     files = list(ds0.im_files[: min(len(ds0), 64)])
