@@ -62,3 +62,16 @@ def test_trainer_applies_and_logs_the_thread_choice_once(tiny_data, tmp_path, mo
         torch.set_num_threads(before)
     msgs = [r.getMessage() for r in caplog.records if r.getMessage().startswith("threads:")]
     assert msgs == ["threads: 2 (+2 workers, 1 thread each)"]
+
+
+def test_val_runs_with_threads_that_leave_room_for_its_workers(monkeypatch):
+    from yoloattn.engine.evaluator import eval_threads
+
+    _cpus(monkeypatch, 8)
+    before = torch.get_num_threads()
+    with eval_threads(2) as n:
+        assert n == 2 and torch.get_num_threads() == 2  # 8 // (1 + 2), as in training
+    assert torch.get_num_threads() == before
+    with eval_threads(0, threads=1) as n:
+        assert n == 1 and torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before

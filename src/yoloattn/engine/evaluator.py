@@ -31,7 +31,7 @@ from yoloattn.engine.records import MatchRecords, records_from_stats
 
 LOGGER = logging.getLogger("yoloattn.val")
 
-__all__ = ["EvalResult", "build_val_loader", "evaluate", "evaluate_run", "format_table"]
+__all__ = ["EvalResult", "build_val_loader", "eval_threads", "evaluate", "evaluate_run", "format_table"]
 
 
 @dataclass
@@ -241,6 +241,28 @@ def format_table(res: EvalResult) -> str:
             f"{s['nms']:.1f} ms NMS"
         )
     return "\n".join(lines)
+
+
+@contextlib.contextmanager
+def eval_threads(workers: int, threads: int | None = None) -> Any:
+    """Run the enclosed evaluation with torch threads that leave room for ``workers`` dataloader
+    worker processes (:func:`yoloattn.engine.setup.resolve_threads`: ``threads``, else
+    ``$OMP_NUM_THREADS``, else ``max(1, CPUs // (1 + workers))``); yields the count and restores
+    the previous one after.
+
+    With the default (one thread per CPU) and workers decoding in parallel, the model's
+    parallel regions wait for threads the workers have preempted: ``val --workers 2`` then ran
+    its inference 5-10 times slower than ``--workers 0`` (``benchmarks/val_workers.py``).
+    """
+    from yoloattn.engine.setup import resolve_threads
+
+    n = resolve_threads(threads, workers)
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield n
+    finally:
+        torch.set_num_threads(before)
 
 
 def build_val_loader(
