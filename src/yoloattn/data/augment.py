@@ -27,7 +27,10 @@ Implementation notes (deliberate, documented differences from the official code)
   left/top padding actually applied, so :func:`yoloattn.data.boxes.scale_boxes` inverts it
   exactly (the official code returns ``(r, r)`` and half the total padding).
 - Hue jitter rotates the hue by a fraction of the full circle drawn from ``U(-hsv_h, hsv_h)``;
-  saturation and value are multiplied by gains drawn from ``U(1 - g, 1 + g)``.
+  saturation and value are multiplied by gains drawn from ``U(1 - g, 1 + g)``, all in 8-bit HSV
+  through lookup tables (:func:`yoloattn.data.colour.hsv_jitter`).
+- Training mosaics whose warp is a scale + translation are built in one step by
+  :mod:`yoloattn.data.mosaic` (tiles resized straight into the output, no ``2s`` canvas).
 - ``torchvision.transforms.v2`` is not used: its affine takes a decomposed parameter set and
   its perspective a separate call, while one composed 3x3 matrix (needed for exact box
   mapping) warps in a single Pillow call on the uint8 HWC arrays used here.
