@@ -69,9 +69,18 @@ def test_val_runs_with_threads_that_leave_room_for_its_workers(monkeypatch):
 
     _cpus(monkeypatch, 8)
     before = torch.get_num_threads()
-    with eval_threads(2) as n:
-        assert n == 2 and torch.get_num_threads() == 2  # 8 // (1 + 2), as in training
-    assert torch.get_num_threads() == before
-    with eval_threads(0, threads=1) as n:
-        assert n == 1 and torch.get_num_threads() == 1
-    assert torch.get_num_threads() == before
+    torch.set_num_threads(8)
+    try:
+        with eval_threads(2) as n:
+            assert n == 2 and torch.get_num_threads() == 2  # 8 // (1 + 2), as in training
+        assert torch.get_num_threads() == 8
+        with eval_threads(0) as n:  # no workers: the thread count is left alone
+            assert n == 8 and torch.get_num_threads() == 8
+        torch.set_num_threads(1)
+        with eval_threads(2) as n:  # never more threads than before
+            assert n == 1
+        with eval_threads(0, threads=3) as n:
+            assert n == 3 and torch.get_num_threads() == 3
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)

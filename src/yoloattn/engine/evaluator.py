@@ -246,18 +246,25 @@ def format_table(res: EvalResult) -> str:
 @contextlib.contextmanager
 def eval_threads(workers: int, threads: int | None = None) -> Any:
     """Run the enclosed evaluation with torch threads that leave room for ``workers`` dataloader
-    worker processes (:func:`yoloattn.engine.setup.resolve_threads`: ``threads``, else
-    ``$OMP_NUM_THREADS``, else ``max(1, CPUs // (1 + workers))``); yields the count and restores
-    the previous one after.
+    worker processes; yields the count and restores the previous one after. ``threads`` when
+    given; else, with workers, the current count capped at
+    :func:`yoloattn.engine.setup.resolve_threads` (``$OMP_NUM_THREADS``, else ``max(1, CPUs //
+    (1 + workers))``, as in training); without workers the current count (it also decides the
+    last float digits of the detections, docs/evaluation.md).
 
-    With the default (one thread per CPU) and workers decoding in parallel, the model's
-    parallel regions wait for threads the workers have preempted: ``val --workers 2`` then ran
-    its inference 5-10 times slower than ``--workers 0`` (``benchmarks/val_workers.py``).
+    With one thread per CPU and workers decoding beside them, the model's parallel regions
+    waited for threads the workers had preempted: ``val --workers 2`` ran its inference 5-10x
+    slower than ``--workers 0`` (``benchmarks/val_workers.py``).
     """
     from yoloattn.engine.setup import resolve_threads
 
-    n = resolve_threads(threads, workers)
     before = torch.get_num_threads()
+    if threads is not None:
+        n = resolve_threads(threads, workers)
+    elif workers > 0:
+        n = min(before, resolve_threads(None, workers))
+    else:
+        n = before
     torch.set_num_threads(n)
     try:
         yield n
