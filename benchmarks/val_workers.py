@@ -15,6 +15,16 @@ medians and worst cases, and the ratios to ``workers=0``; exits 1 when any ``wor
 (with ``eval_threads``) is slower than the slowest ``workers=0`` run by more than ``--tolerance``.
 
     python benchmarks/val_workers.py --model yolov5n --imgsz 640 --runs 5 --workers 2 --show-old
+
+Measured (#21) on the shared 2-CPU development machine under a load average of ~12 from other
+jobs, ``--imgsz 320 --runs 2 --show-old`` (inference ms per image, median; wall s per pass):
+
+    workers=0 (2 threads)            2585 ms   86.4 s
+    workers=2 (1 thread, the fix)     186 ms    7.4 s
+    workers=2, all threads (before)  3975 ms  131.2 s
+
+Under that external load even ``workers=0`` with two threads stalls in the same way; on a quiet
+machine the lead's rerun gives the figures for the issue.
 """
 
 from __future__ import annotations
