@@ -62,3 +62,25 @@ def test_trainer_applies_and_logs_the_thread_choice_once(tiny_data, tmp_path, mo
         torch.set_num_threads(before)
     msgs = [r.getMessage() for r in caplog.records if r.getMessage().startswith("threads:")]
     assert msgs == ["threads: 2 (+2 workers, 1 thread each)"]
+
+
+def test_val_runs_with_threads_that_leave_room_for_its_workers(monkeypatch):
+    from yoloattn.engine.evaluator import eval_threads
+
+    _cpus(monkeypatch, 8)
+    before = torch.get_num_threads()
+    torch.set_num_threads(8)
+    try:
+        with eval_threads(2) as n:
+            assert n == 2 and torch.get_num_threads() == 2  # 8 // (1 + 2), as in training
+        assert torch.get_num_threads() == 8
+        with eval_threads(0) as n:  # no workers: the thread count is left alone
+            assert n == 8 and torch.get_num_threads() == 8
+        torch.set_num_threads(1)
+        with eval_threads(2) as n:  # never more threads than before
+            assert n == 1
+        with eval_threads(0, threads=3) as n:
+            assert n == 3 and torch.get_num_threads() == 3
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)

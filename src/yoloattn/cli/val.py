@@ -52,7 +52,13 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--iou", type=float, default=0.6, help="NMS IoU threshold (val default 0.6)")
     p.add_argument("--split", choices=["val", "test", "train"], default="val")
     p.add_argument("--device", default="")
-    p.add_argument("--workers", type=int, default=0)
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="dataloader workers (default: 0 on CPU, where the model needs every core; else "
+        "min(8, CPUs - 1)); torch threads are CPUs // (1 + workers)",
+    )
     p.add_argument("--cache-dir", default=None, help="where label-scan caches go if the dataset is read-only")
     p.add_argument("--project", default="runs/val")
     p.add_argument("--name", default="exp")
@@ -87,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
     from yoloattn.engine.distributed import select_device
     from yoloattn.engine.evaluator import (
         build_val_loader,
+        eval_threads,
         evaluate,
         format_table,
         resolve_weights,
@@ -102,6 +109,10 @@ def run(args: argparse.Namespace) -> int:
     print(f"{note}, protocol {args.protocol}")
     model = load_model(wpath, device=device)
     stride = max(int(model.stride.max()), 32)
+    if args.workers is None:
+        from yoloattn.data.loader import default_workers
+
+        args.workers = default_workers() if device.type != "cpu" else 0
     dcfg, loader = build_val_loader(
         args.data,
         imgsz,
@@ -117,7 +128,13 @@ def run(args: argparse.Namespace) -> int:
     if model.nc != len(names):
         hint = " (trained with --single-cls? pass --single-cls)" if model.nc == 1 else ""
         raise ValueError(f"weights {wpath} predict {model.nc} classes but {args.data} has {len(names)}{hint}")
-    res = evaluate(model, loader, names, device, conf=args.conf, iou=args.iou, keep_samples=args.samples)
+    with eval_threads(loader.num_workers) as threads:
+        nw = loader.num_workers
+        print(
+            f"{nw} dataloader worker{'s' if nw != 1 else ''}, "
+            f"{threads} torch thread{'s' if threads != 1 else ''}"
+        )
+        res = evaluate(model, loader, names, device, conf=args.conf, iou=args.iou, keep_samples=args.samples)
     print(format_table(res))
     out = increment_path(Path(args.project) / args.name)
     out.mkdir(parents=True)

@@ -4,7 +4,9 @@
 ``engine``. Its files, each importing only the ones listed before it:
 
 - ``boxes.py``: box formats, clipping, the letterbox geometry and its inverse;
+- ``colour.py``: HSV jitter by lookup tables;
 - ``augment.py``: image/box augmentations and the letterbox;
+- ``mosaic.py``: the mosaic and its affine in one step (training items);
 - ``config.py``: the dataset YAML (:class:`DatasetConfig`);
 - ``report.py``: :class:`Problem` and the :class:`ScanReport` of a split;
 - ``cache.py``: the ``.npz`` scan cache;

@@ -27,7 +27,10 @@ Implementation notes (deliberate, documented differences from the official code)
   left/top padding actually applied, so :func:`yoloattn.data.boxes.scale_boxes` inverts it
   exactly (the official code returns ``(r, r)`` and half the total padding).
 - Hue jitter rotates the hue by a fraction of the full circle drawn from ``U(-hsv_h, hsv_h)``;
-  saturation and value are multiplied by gains drawn from ``U(1 - g, 1 + g)``.
+  saturation and value are multiplied by gains drawn from ``U(1 - g, 1 + g)``, all in 8-bit HSV
+  through lookup tables (:func:`yoloattn.data.colour.hsv_jitter`).
+- Training mosaics whose warp is a scale + translation are built in one step by
+  :mod:`yoloattn.data.mosaic` (tiles resized straight into the output, no ``2s`` canvas).
 - ``torchvision.transforms.v2`` is not used: its affine takes a decomposed parameter set and
   its perspective a separate call, while one composed 3x3 matrix (needed for exact box
   mapping) warps in a single Pillow call on the uint8 HWC arrays used here.
@@ -45,6 +48,7 @@ import numpy as np
 from PIL import Image
 
 from yoloattn.data.boxes import letterbox_geometry, xywhn2xyxy
+from yoloattn.data.colour import hsv_jitter
 
 __all__ = [
     "DEFAULT_HYP",
@@ -381,14 +385,19 @@ def random_perspective(
     m, s = _affine_matrix(rng, (h, w), out_shape, degrees, translate, scale, shear, perspective)
     if out_shape == (h, w) and np.array_equal(m, np.eye(3)):
         return img.copy(), labels.copy()
-    out = warp(img, m, out_shape, color)
-    if len(labels):
-        boxes = transform_boxes(labels[:, 1:5], m)
-        boxes[:, 0::2] = boxes[:, 0::2].clip(0, out_shape[1])
-        boxes[:, 1::2] = boxes[:, 1::2].clip(0, out_shape[0])
-        keep = box_candidates(labels[:, 1:5] * s, boxes)
-        labels = np.concatenate([labels[keep, :1], boxes[keep]], axis=1).astype(np.float32)
-    return out, labels
+    return warp(img, m, out_shape, color), _map_labels(labels, m, s, out_shape)
+
+
+def _map_labels(labels: np.ndarray, m: np.ndarray, s: float, out_shape: tuple[int, int]) -> np.ndarray:
+    """``[n, 5]`` (cls, x1, y1, x2, y2) labels through ``m``, clipped to ``out_shape = (h, w)`` and
+    filtered by :func:`box_candidates` (``s``: the transform's scale)."""
+    if not len(labels):
+        return labels
+    boxes = transform_boxes(labels[:, 1:5], m)
+    boxes[:, 0::2] = boxes[:, 0::2].clip(0, out_shape[1])
+    boxes[:, 1::2] = boxes[:, 1::2].clip(0, out_shape[0])
+    keep = box_candidates(labels[:, 1:5] * s, boxes)
+    return np.concatenate([labels[keep, :1], boxes[keep]], axis=1).astype(np.float32)
 
 
 def mosaic4(
@@ -441,19 +450,23 @@ def mixup(
 
 
 def augment_hsv(
-    img: np.ndarray, rng: np.random.Generator, hgain: float = 0.5, sgain: float = 0.5, vgain: float = 0.5
+    img: np.ndarray,
+    rng: np.random.Generator,
+    hgain: float = 0.5,
+    sgain: float = 0.5,
+    vgain: float = 0.5,
+    channels_first: bool = False,
 ) -> np.ndarray:
-    """Random hue rotation and saturation/value gains; all gains 0 returns the image unchanged."""
+    """Random hue rotation and saturation/value gains (:func:`hsv_jitter`); all gains 0 returns
+    the image unchanged, drawing nothing. ``img`` is ``uint8 [H, W, 3]``, or ``[3, H, W]`` with
+    ``channels_first`` (then the result is channels-first too)."""
     if hgain == 0 and sgain == 0 and vgain == 0:
         return img
     dh, gs, gv = rng.uniform(-1.0, 1.0, 3) * (hgain, sgain, vgain)
-    x = np.arange(256, dtype=np.float64)
-    lut_h = np.mod(np.round(x + dh * 256.0), 256)
-    lut_s = np.clip(np.round(x * (1.0 + gs)), 0, 255)
-    lut_v = np.clip(np.round(x * (1.0 + gv)), 0, 255)
-    lut = np.concatenate([lut_h, lut_s, lut_v]).astype(np.int64).tolist()
-    hsv = Image.fromarray(img, "RGB").convert("HSV")
-    return np.asarray(hsv.point(lut).convert("RGB"))
+    if channels_first:
+        return hsv_jitter(img, float(dh), float(gs), float(gv))
+    out = hsv_jitter(np.ascontiguousarray(img.transpose(2, 0, 1)), float(dh), float(gs), float(gv))
+    return np.ascontiguousarray(out.transpose(1, 2, 0))
 
 
 def fliplr(img: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -22,16 +23,14 @@ from PIL import Image, ImageOps
 from yoloattn.data.augment import (
     AugmentParams,
     augment_hsv,
-    fliplr,
-    flipud,
     letterbox,
     mixup,
-    mosaic4,
     random_perspective,
 )
 from yoloattn.data.boxes import xywhn2xyxy, xyxy2xywhn
+from yoloattn.data.mosaic import random_mosaic
 from yoloattn.data.report import ScanReport
-from yoloattn.data.scan import exif_size, scan_split, to_rgb
+from yoloattn.data.scan import scan_split, to_rgb
 
 __all__ = ["YoloDataset", "read_image"]
 
@@ -39,6 +38,35 @@ LOGGER = logging.getLogger(__name__)
 
 # Random streams of one sample: np.random.default_rng([seed, epoch, index, *stream]).
 _S_MOSAIC, _S_AFFINE, _S_MIXUP, _S_HSV, _S_FLIPUD, _S_FLIPLR = 1, 2, 3, 4, 5, 6
+
+
+def _orientation(im: Image.Image) -> int:
+    """The EXIF orientation tag of ``im`` (1 when absent or unreadable)."""
+    try:
+        return int(im.getexif().get(0x0112, 1))
+    except Exception:  # a broken EXIF block must not reject a decodable image (as the scan)
+        return 1
+
+
+def _decode_jpeg(path: str | os.PathLike[str]) -> np.ndarray | None:
+    """A JPEG decoded by torchvision (libjpeg-turbo, EXIF orientation applied) as ``uint8
+    [H, W, 3]`` RGB, or None when torchvision cannot decode it or no longer has the decoder
+    (its image decoders are deprecated since 0.29): the caller then reads it with Pillow."""
+    try:
+        from torchvision.io import ImageReadMode, decode_jpeg
+    except ImportError:
+        return None
+    with open(path, "rb") as f:
+        data = torch.frombuffer(bytearray(f.read()), dtype=torch.uint8)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            chw = decode_jpeg(data, mode=ImageReadMode.RGB, apply_exif_orientation=True)
+    except (RuntimeError, ValueError):  # e.g. 12-bit or damaged data: Pillow's reading decides
+        return None
+    if chw.ndim != 3 or chw.shape[0] != 3:
+        return None
+    return np.ascontiguousarray(chw.permute(1, 2, 0).numpy())  # decoded HWC: usually no copy
 
 
 def read_image(
@@ -50,20 +78,33 @@ def read_image(
 
     With ``long_side`` the image is resized so that its long side is ``long_side`` (the other
     side ``ceil``-ed), bilinear when enlarging and with ``shrink`` when reducing; a JPEG more
-    than twice too large is first decoded at a reduced DCT scale (1/2, 1/4 or 1/8).
+    than twice too large is first decoded by Pillow at a reduced DCT scale (1/2, 1/4 or 1/8).
+    Other RGB and greyscale JPEGs are decoded by torchvision (the same libjpeg-turbo pixels as
+    Pillow's, straight into the array), the rest by Pillow; an image that needs no rotation is
+    not copied for it.
     """
     with Image.open(path) as src:
         ws, hs = src.size
-        w0, h0 = exif_size(src)
+        orientation = _orientation(src)
+        w0, h0 = (hs, ws) if orientation in (5, 6, 7, 8) else (ws, hs)
         r = long_side / max(ws, hs) if long_side else 1.0
-        if r < 0.5 and src.format in ("JPEG", "MPO"):
-            src.draft(None, (math.ceil(ws * r), math.ceil(hs * r)))
-        im: Image.Image = to_rgb(ImageOps.exif_transpose(src), src.format)
+        arr = None
+        if src.format in ("JPEG", "MPO") and r >= 0.5 and src.mode in ("RGB", "L"):
+            arr = _decode_jpeg(path)
+            if arr is not None and arr.shape[:2] != (h0, w0):  # EXIF read differently: Pillow's way
+                arr = None
+        if arr is None:
+            if r < 0.5 and src.format in ("JPEG", "MPO"):
+                src.draft(None, (math.ceil(ws * r), math.ceil(hs * r)))
+            im: Image.Image = ImageOps.exif_transpose(src) if orientation in range(2, 9) else src
+            im = to_rgb(im, src.format)
         if long_side and r != 1.0:
             w, h = (min(long_side, max(1, math.ceil(v * r - 1e-9))) for v in (w0, h0))
-            if im.size != (w, h):
+            if arr is not None and arr.shape[:2] != (h, w):
+                im, arr = Image.fromarray(arr), None
+            if arr is None and im.size != (w, h):
                 im = im.resize((w, h), Image.Resampling.BILINEAR if r > 1 else shrink)
-        return np.asarray(im), (h0, w0)
+        return (arr if arr is not None else np.asarray(im)), (h0, w0)
 
 
 def _log_report(report: ScanReport, max_problems: int = 10) -> None:
@@ -290,6 +331,8 @@ class YoloDataset(torch.utils.data.Dataset):
     def _mosaic(
         self, index: int, layout_rng: np.random.Generator, affine_rng: np.random.Generator
     ) -> tuple[np.ndarray, np.ndarray]:
+        """A mosaic around image ``index`` and its random perspective: a channels-first
+        ``uint8 [3, imgsz, imgsz]`` image and (cls, x1, y1, x2, y2) pixel labels."""
         s = self.imgsz
         centre = (
             int(layout_rng.integers(s // 2, s + s // 2 + 1)),
@@ -297,8 +340,19 @@ class YoloDataset(torch.utils.data.Dataset):
         )
         indices = [index, *(int(j) for j in layout_rng.integers(0, len(self), 3))]
         imgs = [self.load_image(j)[0] for j in indices]
-        canvas, labels = mosaic4(imgs, [self.labels[j] for j in indices], s, centre)
-        return self._warp(canvas, labels, affine_rng, border=(-(s // 2), -(s // 2)))
+        p = self.hyp
+        return random_mosaic(
+            imgs,
+            [self.labels[j] for j in indices],
+            s,
+            centre,
+            affine_rng,
+            degrees=p.degrees,
+            translate=p.translate,
+            scale=p.scale,
+            shear=p.shear,
+            perspective=p.perspective,
+        )
 
     def _warp(
         self, img: np.ndarray, labels: np.ndarray, rng: np.random.Generator, border: tuple[int, int] = (0, 0)
@@ -362,16 +416,19 @@ class YoloDataset(torch.utils.data.Dataset):
             labels = np.concatenate([lab[:, :1], xywhn2xyxy(lab[:, 1:5], uw, uh, padw, padh)], 1)
             if self.augment:
                 img, labels = self._warp(img, labels, self._rng(seed, epoch, index, _S_AFFINE))
-        h, w = img.shape[:2]
+            img = np.ascontiguousarray(img.transpose(2, 0, 1))  # channels first from here on
+        h, w = img.shape[1:]
         labels = np.asarray(labels, dtype=np.float32).reshape(-1, 5)
         labels = np.concatenate([labels[:, :1], xyxy2xywhn(labels[:, 1:5], w, h, clip=True)], 1)
         if self.augment:
-            img = augment_hsv(img, self._rng(seed, epoch, index, _S_HSV), p.hsv_h, p.hsv_s, p.hsv_v)
+            hsv_rng = self._rng(seed, epoch, index, _S_HSV)
+            img = augment_hsv(img, hsv_rng, p.hsv_h, p.hsv_s, p.hsv_v, channels_first=True)
             if p.flipud > 0 and self._rng(seed, epoch, index, _S_FLIPUD).random() < p.flipud:
-                img, labels = flipud(img, labels)
+                img = np.ascontiguousarray(img[:, ::-1])
+                labels[:, 2] = 1.0 - labels[:, 2]
             if p.fliplr > 0 and self._rng(seed, epoch, index, _S_FLIPLR).random() < p.fliplr:
-                img, labels = fliplr(img, labels)
+                img = np.ascontiguousarray(img[:, :, ::-1])
+                labels[:, 1] = 1.0 - labels[:, 1]
         targets = torch.zeros((len(labels), 6), dtype=torch.float32)
         targets[:, 1:] = torch.from_numpy(labels.astype(np.float32))
-        chw = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))
-        return chw, targets, self.im_files[index], shapes
+        return torch.from_numpy(img), targets, self.im_files[index], shapes

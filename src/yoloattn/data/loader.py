@@ -28,6 +28,7 @@ __all__ = [
     "YoloDataLoader",
     "build_dataloader",
     "collate_fn",
+    "default_workers",
     "seed_worker",
 ]
 
@@ -165,6 +166,16 @@ def seed_worker(worker_id: int) -> None:
     random.seed(s)
 
 
+def _cpus() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def default_workers(world_size: int = 1) -> int:
+    """A default number of dataloader workers per process: ``min(8, CPUs per process - 1)``, one
+    CPU left to the process itself (0 on a single CPU)."""
+    return max(0, min(8, _cpus() // max(world_size, 1) - 1))
+
+
 def build_dataloader(
     dataset: Dataset,
     batch_size: int,
@@ -192,8 +203,7 @@ def build_dataloader(
     if workers < 0:
         raise ValueError(f"workers must be >= 0, got {workers}")
     sampler = YoloBatchSampler(n, batch_size, shuffle, seed, rank, world_size, drop_last, groups)
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    nw = min(workers, max(1, cpus // max(world_size, 1)), len(sampler)) if workers else 0
+    nw = min(workers, max(1, _cpus() // max(world_size, 1)), len(sampler)) if workers else 0
     if pin_memory is None:
         pin_memory = torch.cuda.is_available()
     generator = torch.Generator().manual_seed(seed)

@@ -31,7 +31,7 @@ from yoloattn.engine.records import MatchRecords, records_from_stats
 
 LOGGER = logging.getLogger("yoloattn.val")
 
-__all__ = ["EvalResult", "build_val_loader", "evaluate", "evaluate_run", "format_table"]
+__all__ = ["EvalResult", "build_val_loader", "eval_threads", "evaluate", "evaluate_run", "format_table"]
 
 
 @dataclass
@@ -243,6 +243,35 @@ def format_table(res: EvalResult) -> str:
             f"{s['nms']:.1f} ms NMS"
         )
     return "\n".join(lines)
+
+
+@contextlib.contextmanager
+def eval_threads(workers: int, threads: int | None = None) -> Any:
+    """Run the enclosed evaluation with torch threads that leave room for ``workers`` dataloader
+    worker processes; yields the count and restores the previous one after. ``threads`` when
+    given; else, with workers, the current count capped at
+    :func:`yoloattn.engine.setup.resolve_threads` (``$OMP_NUM_THREADS``, else ``max(1, CPUs //
+    (1 + workers))``, as in training); without workers the current count (it also decides the
+    last float digits of the detections, docs/evaluation.md).
+
+    With one thread per CPU and workers decoding beside them, the model's parallel regions
+    waited for threads the workers had preempted: ``val --workers 2`` ran its inference 5-10x
+    slower than ``--workers 0`` (``benchmarks/val_workers.py``).
+    """
+    from yoloattn.engine.setup import resolve_threads
+
+    before = torch.get_num_threads()
+    if threads is not None:
+        n = resolve_threads(threads, workers)
+    elif workers > 0:
+        n = min(before, resolve_threads(None, workers))
+    else:
+        n = before
+    torch.set_num_threads(n)
+    try:
+        yield n
+    finally:
+        torch.set_num_threads(before)
 
 
 def build_val_loader(
