@@ -168,7 +168,8 @@ def test_train_options_are_generated_from_train_config():
         "--noplots --epochs --batch --imgsz --hyp --set --optimizer --lr-schedule --device --workers "
         "--threads --val-interval --noval --freeze --sync-bn --no-amp --label-smoothing --nbs --patience "
         "--cache-dir --single-cls --multi-scale --save-period --cache --rect --quiet --tensorboard "
-        "--noautoanchor --clip-grad --insert --gate --gate-lr-mult --new-lr-mult --warmup-new".split()
+        "--noautoanchor --clip-grad --insert --gate --gate-lr-mult --new-lr-mult --warmup-new "
+        "--allow-unused-rows".split()
     )
     dests = lambda p: {a.dest for a in p._actions}  # noqa: E731
     for f in fields(TrainConfig):
