@@ -41,7 +41,8 @@ def run(args: argparse.Namespace) -> int:
     rows = ", ".join(f"{r['key']}@{r['row']}" for r in meta["attention"]) or "none"
     size_mb = path.stat().st_size / 1e6
     print(
-        f"exported {path} ({size_mb:.1f} MB, opset {meta['opset']}): input images {shape}; output {meta['output']}"
+        f"exported {path} ({size_mb:.1f} MB, opset {meta['opset']}): input images {shape}; "
+        f"output {meta['output']}"
     )
     print(f"attention rows: {rows}")
     return 0
