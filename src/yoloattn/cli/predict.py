@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+from typing import Any, cast
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
@@ -88,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
             "--visualize needs the PyTorch weights (.safetensors); an .onnx export has no gradients"
         )
     model = load_weights(wpath, device=device)
-    names = list(model.names)
+    names = [str(n) for n in cast(list[str], model.names)]
     paths = collect_sources(args.source)
     out = increment_path(Path(args.project) / args.name)
     out.mkdir(parents=True)

@@ -96,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
         resolve_weights,
     )
     from yoloattn.engine.plots import plot_confusion_matrix, plot_metric_curves
+    from yoloattn.engine.predictor import input_stride
     from yoloattn.engine.protocol import resolve_eval_options
     from yoloattn.engine.runs import increment_path
 
@@ -104,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
     imgsz, single_cls, note = resolve_eval_options(wpath, args.imgsz, args.single_cls)
     print(f"{note}, protocol {args.protocol}")
     model = load_weights(wpath, device=device)
-    stride = max(int(model.stride.max()), 32)
+    stride = input_stride(model)
     dcfg, loader = build_val_loader(
         args.data,
         imgsz,

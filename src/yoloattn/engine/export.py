@@ -25,9 +25,9 @@ the export with an error naming the row and the opset that works.
 from __future__ import annotations
 
 import copy
-import io
 import json
 import logging
+import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -166,9 +166,7 @@ class _OnnxNMS(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(  # type: ignore[override]
-        ctx: Any, boxes: Tensor, scores: Tensor, max_det: int, iou: float, conf: float
-    ) -> Tensor:
+    def forward(ctx: Any, boxes: Tensor, scores: Tensor, max_det: int, iou: float, conf: float) -> Tensor:
         import torchvision
 
         out = []
@@ -290,14 +288,13 @@ def export_onnx(
         dyn = {"images": {0: "batch", 2: "height", 3: "width"}}
         dyn[out_name] = {0: "detections"} if nms is not None else {0: "batch", 1: "anchors"}
     x = torch.zeros(batch, 3, h, w)
-    f = io.BytesIO()
-    with warnings.catch_warnings(), torch.no_grad():
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         try:
             torch.onnx.export(
                 wrapped,
                 (x,),
-                f,
+                str(Path(tmp) / "model.onnx"),
                 dynamo=False,
                 opset_version=opset,
                 input_names=["images"],
@@ -308,7 +305,7 @@ def export_onnx(
         except Exception as e:  # the exporter's errors are long; keep the first line
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise ExportError(f"ONNX export failed at opset {opset}: {first}") from e
-    proto = onnx.load_from_string(f.getvalue())
+        proto = onnx.load(str(Path(tmp) / "model.onnx"))
     names = list(getattr(model, "names", []))
     meta: dict[str, Any] = {
         "format": META_FORMAT,
