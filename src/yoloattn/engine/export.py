@@ -355,6 +355,8 @@ def export(cfg: ExportConfig) -> Path:
     from yoloattn.engine.evaluator import resolve_weights
     from yoloattn.models.weights import load_model, read_sidecar
 
+    if not cfg.weights:
+        raise ExportError("--weights is required: a run folder or a .safetensors file")
     if cfg.format.lower() not in FORMATS:
         raise ExportError(f"unknown export format {cfg.format!r}; supported: {', '.join(FORMATS)}")
     wpath = resolve_weights(cfg.weights)
