@@ -13,7 +13,7 @@ def test_help_lists_subcommands(capsys):
     with pytest.raises(SystemExit):
         main(["--help"])
     out = capsys.readouterr().out
-    for cmd in ("compare", "train", "val", "predict", "info", "modules", "data", "convert"):
+    for cmd in ("compare", "train", "val", "predict", "export", "info", "modules", "data", "convert"):
         assert cmd in out
 
 

@@ -37,7 +37,8 @@ def render() -> str:
         f"{len(infos)} modules. P(256): learnable parameters at C=256 with the paper's defaults "
         f"(tests hold every module to its formula). GFLOPs: one forward at 1x{C}x{H}x{W}, counted with "
         "`torch.utils.flop_counter.FlopCounterMode` (2 x MACs; matmuls and convolutions). "
-        "ONNX: exports with dynamic H/W and matches onnxruntime (opset 17).",
+        "ONNX: exports with dynamic H/W and matches onnxruntime (tested at opset 17); the lowest "
+        "opset that works, when above 9, in parentheses (`yoloattn export --opset` checks it).",
         "",
         "| key | paper | venue | category | params formula | P(256) | GFLOPs | ONNX | attends to |",
         "|---|---|---|---|---|---:|---:|---|---|",
@@ -46,7 +47,7 @@ def render() -> str:
     for i in infos:
         size = i.fixed_size if i.size_dependent else None
         g = gflops(i.key, size)
-        onnx = "yes" if i.onnx else "no"
+        onnx = ("yes" + (f" (>= {i.onnx_opset})" if i.onnx_opset > 9 else "")) if i.onnx else "no"
         gtxt = f"{g:.4f}" + (f" (at {size[0]}x{size[1]})" if size else "")
         lines.append(
             f"| `{i.key}` | {i.paper} | {i.venue} {i.year} | {i.category} | {i.formula or '-'} | "

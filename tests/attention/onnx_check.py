@@ -25,10 +25,11 @@ def assert_onnx_matches(
     rtol_scale: float = 1e-4,
     input_scale: float = 1.0,
     label: str = "",
+    opset: int = 17,
 ) -> None:
     """Export ``module`` to ONNX and check onnxruntime agrees with PyTorch at every size.
 
-    The export uses the legacy TorchScript exporter (``dynamo=False``), opset 17, one input
+    The export uses the legacy TorchScript exporter (``dynamo=False``), ``opset`` (17), one input
     ``x`` and one output ``y`` with dynamic axes ``n`` (batch), ``h`` and ``w``; the traced
     input is ``torch.randn(1, channels, *export_size)``. For each ``(h, w)`` in ``sizes`` a
     batch ``torch.randn(2, channels, h, w) * input_scale`` is run through both the module and an
@@ -49,7 +50,7 @@ def assert_onnx_matches(
             (torch.randn(1, channels, *export_size),),
             f,
             dynamo=False,
-            opset_version=17,
+            opset_version=opset,
             input_names=["x"],
             output_names=["y"],
             dynamic_axes={"x": {0: "n", 2: "h", 3: "w"}, "y": {0: "n", 2: "h", 3: "w"}},

@@ -296,3 +296,16 @@ def test_modules_listing_shows_identity_at_init():
 
     rows = {r["key"]: r for r in zoo_rows(64)}
     assert all(rows[i.key]["identity_at_init"] is i.identity_at_init for i in INFOS)
+
+
+@pytest.mark.parametrize("key", [i.key for i in INFOS if i.onnx and i.onnx_opset > 9])
+def test_onnx_opset_is_the_lowest_that_works(key):
+    """``onnx_opset`` (what ``yoloattn export`` checks) is exact: the module exports and matches
+    onnxruntime at that opset, and fails to export one below it."""
+    info = get_attention_info(key)
+    torch.manual_seed(0)
+    m = build(info, 64).eval()
+    sizes = [info.fixed_size, info.fixed_size] if info.size_dependent else [(14, 21), (20, 20)]
+    assert_onnx_matches(m, 64, sizes[0], sizes, rtol_scale=1e-4, label=key, opset=info.onnx_opset)
+    with pytest.raises(Exception):  # noqa: B017 (the exporter raises several error types)
+        assert_onnx_matches(m, 64, sizes[0], sizes, rtol_scale=1e-4, label=key, opset=info.onnx_opset - 1)

@@ -50,6 +50,7 @@ def _coordinate_grid(x: Tensor, dtype: torch.dtype) -> Tensor:
 
 @register_attention(
     "acmix",
+    onnx_opset=10,
     paper="On the Integration of Self-Attention and Convolution",
     venue="CVPR",
     year=2022,

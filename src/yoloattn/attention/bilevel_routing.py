@@ -29,6 +29,7 @@ def _bra_params(c: int, side_kernel: int, **_: object) -> int:
 
 @register_attention(
     "bra",
+    onnx_opset=12,
     paper="BiFormer: Vision Transformer with Bi-Level Routing Attention",
     venue="CVPR",
     year=2023,

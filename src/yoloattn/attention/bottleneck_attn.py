@@ -45,6 +45,7 @@ def _rel_to_abs(table: Tensor, n: int) -> Tensor:
 
 @register_attention(
     "mhsa",
+    onnx_opset=12,
     paper="Bottleneck Transformers for Visual Recognition",
     venue="CVPR",
     year=2021,

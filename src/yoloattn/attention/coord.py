@@ -20,6 +20,7 @@ __all__ = ["CoordAttention"]
 
 @register_attention(
     "ca",
+    onnx_opset=10,
     formula="3C*mip + 3mip + 2C, mip = max(8, C/32)",
     paper="Coordinate Attention for Efficient Mobile Network Design",
     venue="CVPR",

@@ -48,6 +48,7 @@ def _cot_params(
 
 @register_attention(
     "cot",
+    onnx_opset=11,
     paper="Contextual Transformer Networks for Visual Recognition",
     venue="TPAMI",
     year=2022,

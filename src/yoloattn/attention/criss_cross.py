@@ -27,6 +27,7 @@ def _cc_params(c: int, reduction: int, **_: object) -> int:
 
 @register_attention(
     "cc",
+    onnx_opset=12,
     paper="CCNet: Criss-Cross Attention for Semantic Segmentation",
     venue="ICCV",
     year=2019,

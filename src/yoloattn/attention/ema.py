@@ -25,6 +25,7 @@ __all__ = ["EMA"]
 
 @register_attention(
     "ema",
+    onnx_opset=10,
     formula="10(C/G)^2 + 4(C/G)",
     paper="Efficient Multi-Scale Attention Module with Cross-Spatial Learning",
     venue="ICASSP",

@@ -26,6 +26,7 @@ __all__ = ["ShuffleAttention", "SpatialGroupEnhance"]
 
 @register_attention(
     "sa",
+    onnx_opset=11,
     formula="3C/G",
     paper="SA-Net: Shuffle Attention for Deep Convolutional Neural Networks",
     venue="ICASSP",

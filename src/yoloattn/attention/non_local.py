@@ -31,6 +31,7 @@ def _nonlocal_params(c: int, reduction: int, **_: object) -> int:
 
 @register_attention(
     "nonlocal",
+    onnx_opset=10,
     paper="Non-local Neural Networks",
     venue="CVPR",
     year=2018,

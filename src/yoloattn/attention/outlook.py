@@ -57,6 +57,7 @@ def _outlook_params(c: int, heads: int | None, kernel_size: int, **_: object) ->
 
 @register_attention(
     "outlook",
+    onnx_opset=12,
     paper="VOLO: Vision Outlooker for Visual Recognition",
     venue="TPAMI",
     year=2022,

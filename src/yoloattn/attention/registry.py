@@ -68,6 +68,9 @@ class AttentionInfo:
             default hyperparameters (tests use it); None when any size works.
         onnx: True if the module exports to ONNX with dynamic H/W and matches onnxruntime.
         onnx_note: why export is unsupported (when ``onnx`` is False).
+        onnx_opset: the lowest ONNX opset at which the module exports with dynamic H/W and
+            matches onnxruntime (the legacy TorchScript exporter; e.g. ``einsum`` needs 12).
+            ``yoloattn export`` refuses a lower ``--opset`` and names this one.
         identity_init: ``"exact"`` if the freshly built module returns its input exactly,
             ``"near"`` if close to identity, ``""`` otherwise.
         source_note: where the definition comes from when it matters (licence, variants).
@@ -90,6 +93,7 @@ class AttentionInfo:
     fixed_size: tuple[int, int] | None = None
     onnx: bool = True
     onnx_note: str = ""
+    onnx_opset: int = 9
     identity_init: str = ""
     source_note: str = ""
     formula: str = ""

@@ -40,6 +40,7 @@ def _sqrtm_newton_schulz(a: Tensor, iterations: int) -> Tensor:
 
 @register_attention(
     "soca",
+    onnx_opset=13,
     paper="Second-order Attention Network for Single Image Super-Resolution",
     venue="CVPR",
     year=2019,

@@ -53,6 +53,7 @@ def spatial_shift(x: Tensor, order: int) -> Tensor:
 
 @register_attention(
     "s2mlp",
+    onnx_opset=10,
     paper="S2-MLPv2: Improved Spatial-Shift MLP Architecture for Vision",
     venue="arXiv",
     year=2021,

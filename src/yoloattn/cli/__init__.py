@@ -19,6 +19,7 @@ SUBCOMMANDS = [
     ("val", "yoloattn.cli.val"),
     ("predict", "yoloattn.cli.predict"),
     ("explain", "yoloattn.cli.explain"),
+    ("export", "yoloattn.cli.export"),
     ("info", "yoloattn.cli.info"),
     ("modules", "yoloattn.cli.modules"),
     ("data", "yoloattn.cli.data"),

@@ -95,6 +95,7 @@ def add_config_options(
         kw: dict[str, Any] = dict(md.get("cli", {}))
         default = kw.pop("cli_default", _default(f))
         flag = md.get("flag") or "--" + f.name.replace("_", "-")
+        flags = flag if isinstance(flag, tuple) else (flag,)  # e.g. ("-o", "--output")
         tp = _base(hints[f.name])
         origin = typing.get_origin(tp)
         if tp is bool:
@@ -111,7 +112,7 @@ def add_config_options(
                 kw["type"] = item
         elif tp is not str:
             kw["type"] = tp
-        group.add_argument(flag, dest=f.name, default=default, help=md["help"], **kw)
+        group.add_argument(*flags, dest=f.name, default=default, help=md["help"], **kw)
     return group
 
 

@@ -32,6 +32,7 @@ def zoo_rows(channels: int = 256) -> list[dict[str, Any]]:
                 f"params@{channels}": info.params(channels),
                 "size_dependent": info.size_dependent,
                 "onnx": info.onnx,
+                "onnx_opset": info.onnx_opset,
                 "identity_at_init": info.identity_at_init,
                 "reference": info.reference,
             }

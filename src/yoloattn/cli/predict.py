@@ -4,13 +4,14 @@ Example::
 
     yoloattn predict --weights runs/train/exp --source path/to/images --conf 0.25 --save-txt
     yoloattn predict --weights runs/train/exp --source path/to/images --visualize  # + LayerCAM heatmap
+    yoloattn predict --weights best.onnx --source path/to/images  # an export, run by onnxruntime
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+from typing import Any, cast
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
@@ -20,7 +21,9 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--weights", required=True, help="run folder or .safetensors file")
+    p.add_argument(
+        "--weights", required=True, help="run folder, .safetensors file or .onnx export (run by onnxruntime)"
+    )
     p.add_argument("--source", required=True, nargs="+", help="image file(s), folder(s) or glob(s)")
     p.add_argument(
         "--imgsz",
@@ -62,6 +65,7 @@ def _heatmap_image(model: Any, path: Any, args: argparse.Namespace) -> Any:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from yoloattn.engine.backend import is_onnx, load_weights
     from yoloattn.engine.distributed import select_device
     from yoloattn.engine.evaluator import resolve_weights
     from yoloattn.engine.predictor import (
@@ -74,14 +78,17 @@ def run(args: argparse.Namespace) -> int:
     )
     from yoloattn.engine.protocol import resolve_eval_options
     from yoloattn.engine.runs import increment_path
-    from yoloattn.models.weights import load_model
 
     device = select_device(args.device)
     wpath = resolve_weights(args.weights)
     imgsz, _, note = resolve_eval_options(wpath, args.imgsz)
     print(note.split(",")[0])  # single-cls plays no part in prediction
-    model = load_model(wpath, device=device)
-    names = list(model.names)
+    if args.visualize and is_onnx(wpath):
+        raise ValueError(
+            "--visualize needs the PyTorch weights (.safetensors); an .onnx export has no gradients"
+        )
+    model = load_weights(wpath, device=device)
+    names = [str(n) for n in cast(list[str], model.names)]
     paths = collect_sources(args.source)
     out = increment_path(Path(args.project) / args.name)
     out.mkdir(parents=True)

@@ -7,6 +7,7 @@ true (right) boxes.
 Example::
 
     yoloattn val --weights runs/train/exp --data data.yaml
+    yoloattn val --weights best.onnx --data data.yaml   # an export (yoloattn export --dynamic), onnxruntime
 
 ``--imgsz`` and ``--single-cls`` default to what the weights' sidecar records (the training
 image size and ``--single-cls``), else 640 px and multi-class; the values used are printed.
@@ -29,7 +30,9 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--weights", required=True, help="run folder or .safetensors file")
+    p.add_argument(
+        "--weights", required=True, help="run folder, .safetensors file or .onnx export (run by onnxruntime)"
+    )
     p.add_argument("--data", required=True, help="dataset YAML")
     p.add_argument(
         "--imgsz",
@@ -90,6 +93,7 @@ def _save_samples(res, names, out) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from yoloattn.engine.backend import load_weights
     from yoloattn.engine.distributed import select_device
     from yoloattn.engine.evaluator import (
         build_val_loader,
@@ -99,16 +103,16 @@ def run(args: argparse.Namespace) -> int:
         resolve_weights,
     )
     from yoloattn.engine.plots import plot_confusion_matrix, plot_metric_curves
+    from yoloattn.engine.predictor import input_stride
     from yoloattn.engine.protocol import resolve_eval_options
     from yoloattn.engine.runs import increment_path
-    from yoloattn.models.weights import load_model
 
     device = select_device(args.device)
     wpath = resolve_weights(args.weights)
     imgsz, single_cls, note = resolve_eval_options(wpath, args.imgsz, args.single_cls)
     print(f"{note}, protocol {args.protocol}")
-    model = load_model(wpath, device=device)
-    stride = max(int(model.stride.max()), 32)
+    model = load_weights(wpath, device=device)
+    stride = input_stride(model)
     if args.workers is None:
         from yoloattn.data.loader import default_workers
 

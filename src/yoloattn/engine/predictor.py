@@ -92,14 +92,20 @@ def input_stride(model: torch.nn.Module) -> int:
 
 
 def preprocess(
-    img0: np.ndarray, imgsz: int, stride: int, device: torch.device | str = "cpu"
+    img0: np.ndarray,
+    imgsz: int | tuple[int, int],
+    stride: int,
+    device: torch.device | str = "cpu",
+    auto: bool = True,
 ) -> tuple[torch.Tensor, tuple[float, float], tuple[float, float]]:
     """Letterbox ``img0`` (minimal stride-aligned padding) into a ``1 x 3 x H x W`` float tensor.
 
-    Returns the tensor, the ``(rw, rh)`` resize ratio and the ``(left, top)`` padding of
-    :func:`yoloattn.data.augment.letterbox`, so a point maps as ``x' = x * rw + left``.
+    ``auto=False`` pads to exactly ``imgsz`` (an ``(h, w)`` tuple or a side) instead, for a model
+    exported with a fixed input size. Returns the tensor, the ``(rw, rh)`` resize ratio and the
+    ``(left, top)`` padding of :func:`yoloattn.data.augment.letterbox`, so a point maps as
+    ``x' = x * rw + left``.
     """
-    img, ratio, pad = letterbox(img0, imgsz, auto=True, stride=stride)
+    img, ratio, pad = letterbox(img0, imgsz, auto=auto, stride=stride)
     x = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))).to(device).float()[None] / 255.0
     return x, ratio, pad
 
@@ -115,17 +121,22 @@ def predict(
     max_det: int = PREDICT_NMS["max_det"],
     device: torch.device | str = "cpu",
 ) -> Iterator[Prediction | tuple[Path, str]]:
-    """Yield a :class:`Prediction` per readable image, or ``(path, error)`` for a bad one."""
+    """Yield a :class:`Prediction` per readable image, or ``(path, error)`` for a bad one.
+
+    ``model`` is a PyTorch detector or an :class:`~yoloattn.engine.backend.OnnxModel`; an export
+    with a fixed input size (``fixed_shape``) gets every image letterboxed to that size.
+    """
     device = torch.device(device)
     model.eval()
     stride = input_stride(model)
+    fixed: tuple[int, int] | None = getattr(model, "fixed_shape", None)
     for path in paths:
         try:
             img0 = load_image(path)
         except Exception as e:  # unreadable, truncated, not an image
             yield path, f"cannot read image: {e}"
             continue
-        x, _, _ = preprocess(img0, imgsz, stride, device)
+        x, _, _ = preprocess(img0, fixed or imgsz, stride, device, auto=fixed is None)
         out = model(x)[0]
         det = non_max_suppression(out, conf, iou, max_det=max_det)[0]
         det[:, :4] = scale_boxes(x.shape[2:], det[:, :4], img0.shape[:2], official=True)

@@ -39,9 +39,10 @@ def resolve_eval_options(
     """``(imgsz, single_cls, note)`` for evaluating or predicting with ``weights``: what the
     caller gives, else what the weights' sidecar records (its ``imgsz``, and
     ``meta.train_args.single_cls``), else 640 px and multi-class. ``note`` says which was used."""
+    from yoloattn.engine.backend import eval_defaults, is_onnx
     from yoloattn.models.weights import read_sidecar
 
-    side = read_sidecar(weights)
+    side = eval_defaults(weights) if is_onnx(weights) else read_sidecar(weights)
     side_imgsz = side.get("imgsz")
     train_args = (side.get("meta") or {}).get("train_args") or {}
     side_single = train_args.get("single_cls")

@@ -41,7 +41,7 @@ def option(
     *,
     help: str,
     scope: str = TRAINING,
-    flag: str | None = None,
+    flag: str | tuple[str, ...] | None = None,
     factory: Callable[[], Any] | None = None,
     **cli: Any,
 ) -> Any:
