@@ -267,7 +267,8 @@ def freeze_rows(freeze: list[int], n_rows: int) -> list[int]:
     name the rows themselves."""
     if len(freeze) == 1 and freeze[0] > n_rows:
         raise ValueError(
-            f"--freeze {freeze[0]}: out of range; allowed: 0..{n_rows} (the model has {n_rows} rows, 0..{n_rows - 1})"
+            f"--freeze {freeze[0]}: out of range; allowed: 0..{n_rows} "
+            f"(the model has {n_rows} rows, 0..{n_rows - 1})"
         )
     rows = list(range(freeze[0])) if len(freeze) == 1 else list(freeze)
     bad = [i for i in rows if not 0 <= i < n_rows]

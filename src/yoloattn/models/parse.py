@@ -51,9 +51,9 @@ from yoloattn.models.block_table import (
     parse_activation,
 )
 from yoloattn.models.config import (
-    ConfigError,
     MAX_CHANNELS,
     MAX_REPEATS,
+    ConfigError,
     check_top_level,
     detect_index,
     is_int,
