@@ -37,7 +37,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 def train_options(args: argparse.Namespace) -> dict[str, Any]:
     """The TrainConfig options of :func:`add_train_options`, shared by ``train`` and ``compare``."""
     opts = config_options(args, TrainConfig, TRAINING)
-    opts["imgsz"] = opts["imgsz"] or TrainConfig.imgsz  # --imgsz 0 means the default, as before
+    if opts["imgsz"] is None:  # compare leaves it unset: 640, or the demo's 320
+        opts["imgsz"] = TrainConfig.imgsz
     return opts
 
 

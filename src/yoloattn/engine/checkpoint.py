@@ -174,6 +174,11 @@ def load_resume(cfg: TrainConfig) -> Resume:
     folder is no run, or the run stopped before its first checkpoint.
     """
     target = Path(str(cfg.resume))
+    if not target.exists():
+        raise FileNotFoundError(
+            f"--resume {target}: no such run folder (nothing there, no args.yaml); pass a run folder "
+            "such as runs/train/exp3, or --resume alone for the newest run under --project"
+        )
     state_file = RunDir(target).state if target.is_dir() else target
     run = RunDir.of_state(state_file)
     if not run.args_yaml.is_file():

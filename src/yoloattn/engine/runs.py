@@ -140,8 +140,21 @@ class RunDir:
 
     @classmethod
     def new(cls, project: str | Path, name: str, exist_ok: bool = False) -> RunDir:
-        """``project/name``, or ``name2``, ``name3``... so an existing run is never overwritten."""
-        return cls(increment_path(Path(project) / name, exist_ok))
+        """``project/name``, or ``name2``, ``name3``... so an existing run is never overwritten.
+
+        ``exist_ok`` reuses an existing folder, but never one that holds another run (its
+        ``args.yaml`` or ``weights/``): two runs in one folder would leave the options of one beside
+        the weights of the other. That is refused with a ``ValueError`` naming the folder.
+        """
+        run = cls(increment_path(Path(project) / name, exist_ok))
+        if exist_ok:
+            held = [p.name for p in (run.args_yaml, run.weights_dir, run.results_csv) if p.exists()]
+            if held:
+                raise ValueError(
+                    f"--exist-ok: {run.root} holds another run ({', '.join(held)}); continue it with "
+                    f"--resume {run.root}, delete it, or choose another --name"
+                )
+        return run
 
     @classmethod
     def of_state(cls, state: str | Path) -> RunDir:

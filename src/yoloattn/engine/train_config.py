@@ -8,6 +8,7 @@ rows; a model whose head is ``IDetect`` follows the YOLOv7 recipe, any other the
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,8 @@ __all__ = [
     "TrainConfig",
     "TrainResult",
     "TrainingDiverged",
+    "check_count",
+    "check_options",
     "freeze_rows",
     "model_family",
     "option",
@@ -195,6 +198,9 @@ class TrainConfig:
         None, scope=API, help="stop (as if killed) after this many epochs in this call"
     )
 
+    def __post_init__(self) -> None:
+        check_options(self)
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
@@ -209,14 +215,77 @@ class TrainResult:
     best_fitness: float
 
 
+# ----------------------------------------------------------------------------- option rules
+#: field -> (lowest allowed value, highest allowed value or None, inclusive high?, what it means);
+#: ``None`` values (option unset) are always allowed. The only place the ranges are spelled.
+_RULES: dict[str, tuple[float, float | None, bool, str]] = {
+    "epochs": (1, None, True, ""),
+    "batch": (1, None, True, ""),
+    "imgsz": (32, None, True, "pixels; a multiple of the model's max stride"),
+    "workers": (0, None, True, ""),
+    "threads": (1, None, True, ""),
+    "val_interval": (1, None, True, "validate every k epochs"),
+    "patience": (0, None, True, "0 = off"),
+    "label_smoothing": (0.0, 1.0, False, "epsilon"),
+    "nbs": (1, None, True, "nominal batch size"),
+    "save_period": (-1, None, True, "0 or -1 = off, as officially"),
+    "clip_grad": (0.0, None, True, "0 = off"),
+    "gate_lr_mult": (0.0, None, True, ""),
+    "new_lr_mult": (0.0, None, True, ""),
+    "warmup_new": (0, None, True, ""),
+    "stop_after_epochs": (1, None, True, ""),
+}
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def check_count(
+    flag: str, value: Any, low: float, high: float | None = None, note: str = "", *, high_open: bool = False
+) -> None:
+    """Raise a one-line ``ValueError`` naming ``flag``, ``value`` and the allowed range when
+    ``value`` is not a finite number in ``[low, high]`` (``high_open``: ``[low, high)``; ``high``
+    None: no upper bound)."""
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    ok = number and math.isfinite(value) and value >= low
+    ok = ok and (high is None or value < high or (value == high and not high_open))
+    if not ok:
+        shown = f"{value:g}" if isinstance(value, float) else value
+        allowed = f">= {low:g}" if high is None else f"{low:g} <= x {'<' if high_open else '<='} {high:g}"
+        raise ValueError(f"{flag} {shown}: out of range; allowed: {allowed}" + (f" ({note})" if note else ""))
+
+
+def check_options(cfg: TrainConfig) -> None:
+    """Check every option against its allowed range (:data:`_RULES`) before anything runs: one
+    line naming the option, the value and the range (``--patience -1: out of range; allowed: >= 0
+    (0 = off)``)."""
+    for name, (low, high, closed, note) in _RULES.items():
+        value = getattr(cfg, name)
+        if value is not None:
+            check_count(_flag(name), value, low, high, note, high_open=not closed)
+    for n in cfg.freeze:
+        check_count("--freeze", n, 0, None, "row numbers, or one count N: the first N rows")
+    for key, v in cfg.hyp_overrides.items():
+        if not math.isfinite(float(v)):
+            raise ValueError(f"--set {key}={v}: not a finite number")
+
+
 def freeze_rows(freeze: list[int], n_rows: int) -> list[int]:
     """Rows to freeze, as the official ``--freeze``: one number N means rows ``0..N-1`` (so
     ``--freeze 10`` freezes the YOLOv5 backbone and ``--freeze 0`` nothing); several numbers
     name the rows themselves."""
+    if len(freeze) == 1 and freeze[0] > n_rows:
+        raise ValueError(
+            f"--freeze {freeze[0]}: out of range; allowed: 0..{n_rows} "
+            f"(the model has {n_rows} rows, 0..{n_rows - 1})"
+        )
     rows = list(range(freeze[0])) if len(freeze) == 1 else list(freeze)
     bad = [i for i in rows if not 0 <= i < n_rows]
     if bad:
-        raise ValueError(f"--freeze: row(s) {bad} do not exist; the model has rows 0..{n_rows - 1}")
+        raise ValueError(
+            f"--freeze: row(s) [{_ranges(sorted(set(bad)))}] do not exist; the model has rows 0..{n_rows - 1}"
+        )
     return sorted(set(rows))
 
 

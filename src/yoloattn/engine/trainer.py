@@ -99,6 +99,8 @@ class Trainer:
         init_distributed(self.device)
         self.main = self.rank == 0
         self.start_epoch = 0
+        if self.main and not cfg.resume:  # refused before any data is read: a folder of another run
+            RunDir.new(self.cfg.project, self.cfg.name, self.cfg.exist_ok)
         logger = [TensorBoardLogger()] if self.cfg.tensorboard and self.main else []
         self.callbacks = CallbackList([*logger, *(callbacks if self.main else ())])  # rank 0 logs
 
@@ -423,7 +425,14 @@ class Trainer:
             "train_args": self.cfg.to_dict(),
             "yoloattn": __version__,
         }
-        # resume state first: a kill between the two writes leaves a consistent resume file
+        # weights first, the resume state last: the state is the commit point. A kill before it
+        # resumes from the previous state and redoes this epoch (rewriting these files); a kill
+        # after it finds last/best already at this epoch. So last never lags the state.
+        save_model(ema, self.run.last, meta=meta)
+        if self.cfg.save_period > 0 and epoch % self.cfg.save_period == 0:  # as officially: 0, N, 2N, ...
+            save_model(ema, self.run.epoch_weights(epoch), meta=meta)
+        if best:
+            save_model(ema, self.run.best, meta=meta)
         save_training_state(
             self.run.state,
             model=unwrap(self.model),
@@ -439,11 +448,6 @@ class Trainer:
                 "metrics": {k: float(v) for k, v in metrics.items()},
             },
         )
-        save_model(ema, self.run.last, meta=meta)
-        if self.cfg.save_period > 0 and epoch % self.cfg.save_period == 0:  # as officially: 0, N, 2N, ...
-            save_model(ema, self.run.epoch_weights(epoch), meta=meta)
-        if best:
-            save_model(ema, self.run.best, meta=meta)
 
     def _final_validation(self) -> None:
         """Validate ``best`` once more, as the official trainers do: the per-class table, and

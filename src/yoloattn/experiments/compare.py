@@ -86,6 +86,18 @@ class CompareConfig:
     slurm: SlurmOptions = field(default_factory=SlurmOptions)  # --launcher submitit: what each task asks for
     report_images: int = 3  # validation images explained per variant in report.html (0: none)
 
+    def __post_init__(self) -> None:
+        """Check the study's own options and the shared training options before any run starts."""
+        import dataclasses
+
+        from yoloattn.engine.train_config import TrainConfig, check_count
+
+        check_count("--seeds", self.seeds, 1, note="seeds per variant")
+        check_count("--latency-runs", self.latency_runs, 0)
+        check_count("--resamples", self.n_resamples, 1, note="bootstrap resamples")
+        names = {f.name for f in dataclasses.fields(TrainConfig)}
+        TrainConfig(**{k: v for k, v in self.train.items() if k in names})  # raises on a bad option
+
 
 def parse_variants(attention: list[str] | str, place: str = "neck") -> list[Variant]:
     """``"se,cbam@backbone"`` -> baseline, ``se@neck``, ``cbam@backbone``.

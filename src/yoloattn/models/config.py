@@ -29,6 +29,7 @@ import copy
 import difflib
 import importlib.resources
 import logging
+import math
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -59,6 +60,10 @@ __all__ = [
     "scale_values",
     "guess_scale",
     "SCALED_FAMILIES",
+    "TOP_LEVEL_KEYS",
+    "MAX_MULTIPLE",
+    "MAX_REPEATS",
+    "MAX_CHANNELS",
 ]
 
 LOGGER = logging.getLogger(__name__)
@@ -67,6 +72,34 @@ LOGGER = logging.getLogger(__name__)
 SCALED_FAMILIES: dict[str, str] = {"yolov8": "nsmlx", "yolo11": "nsmlx"}
 #: ``yolov8n``, ``yolo11x-custom.yaml``: family digits then the scale letter (spec 1.1).
 _SCALE_RE = re.compile(r"^(yolov?\d+)([nsmlx])(?![a-z0-9])", re.IGNORECASE)
+
+#: the model-level keys a config may have (official ones first; see the module docstring)
+TOP_LEVEL_KEYS = (
+    "nc",
+    "depth_multiple",
+    "width_multiple",
+    "anchors",
+    "backbone",
+    "head",
+    "ch",
+    "channel_multiple",
+    "activation",
+    "insert",
+    "gate",
+    "attention",
+    "allow_unused_rows",
+    "scales",  # YOLOv8/YOLO11: [depth, width, max_channels] per scale letter
+    "scale",  # the scale letter picked from ``scales`` (read from the model name when absent)
+    "yaml_file",  # ultralytics checkpoints record their source file name
+)
+#: limits that keep a small hostile file from costing hours or gigabytes (the shipped configs
+#: stay far below: depth 1.33, width 1.25, 9 repeats, 1280 channels)
+MAX_MULTIPLE = 16.0  # depth_multiple, width_multiple
+MAX_REPEATS = 1000  # a row's number after depth scaling
+MAX_CHANNELS = 65536  # a row's output channels after width scaling
+MAX_YAML_BYTES = 4 * 2**20
+_MAX_NODES = 1_000_000  # values visited with YAML aliases expanded (a "billion laughs" file)
+_MAX_DEPTH = 64  # nested lists/mappings
 
 SHIPPED = (
     "yolov5n",
@@ -163,12 +196,20 @@ def load_config(cfg: str | Path | Mapping[str, Any]) -> dict[str, Any]:
     such file exists in the working directory). YAML is read with ``yaml.safe_load``.
     """
     if isinstance(cfg, Mapping):
+        _check_size(cfg, "config", keys=False)  # a dict of code: its keys are checked when built
         out = _plain(cfg)
     elif isinstance(cfg, (str, Path)):
         path = Path(cfg)
         stem = path.name[:-5] if path.name.endswith(".yaml") else path.name
         if path.is_file():
-            text = path.read_text(encoding="utf-8")
+            if path.stat().st_size > MAX_YAML_BYTES:
+                raise ConfigError(
+                    f"{cfg}: {path.stat().st_size / 2**20:,.1f} MB is too large for a model YAML"
+                )
+            try:
+                text = path.read_text(encoding="utf-8-sig")
+            except UnicodeDecodeError as e:
+                raise ConfigError(f"{cfg}: not UTF-8 text ({e.reason} at byte {e.start})") from None
         elif str(cfg) in SHIPPED or (str(cfg) == path.name and stem in SHIPPED):
             text = _shipped_text(stem)
         else:
@@ -181,13 +222,39 @@ def load_config(cfg: str | Path | Mapping[str, Any]) -> dict[str, Any]:
         try:
             out = yaml.safe_load(text)
         except yaml.YAMLError as e:
-            raise ConfigError(f"{cfg}: invalid YAML: {e}") from None
+            raise ConfigError(f"{cfg}: invalid YAML: {' '.join(str(e).split())}") from None
+        except RecursionError:
+            raise ConfigError(f"{cfg}: invalid YAML: nested more than {_MAX_DEPTH} levels deep") from None
         if not isinstance(out, dict):
             raise ConfigError(f"{cfg}: expected a mapping at the top level, got {type(out).__name__}")
+        _check_size(out, str(cfg))
         guess_scale(out, stem)
     else:
         raise TypeError(f"cfg must be a model name, a YAML path or a dict, got {type(cfg).__name__}")
     return out
+
+
+def _check_size(cfg: Mapping[str, Any], where: str, keys: bool = True) -> None:
+    """Refuse unknown top-level keys, nesting deeper than :data:`_MAX_DEPTH` and more than
+    :data:`_MAX_NODES` values with YAML aliases expanded (shared or self-referencing lists), in
+    bounded time and without recursion, before anything copies or prints the config."""
+    unknown = [str(k)[:40] for k in cfg if k not in TOP_LEVEL_KEYS]
+    if unknown and keys:
+        raise ConfigError(f"{where}: unknown top-level key(s) {unknown}; known: {', '.join(TOP_LEVEL_KEYS)}")
+    stack: list[tuple[Any, int]] = [(v, 1) for v in cfg.values()]
+    seen = 0
+    while stack:
+        obj, depth = stack.pop()
+        seen += 1
+        if seen > _MAX_NODES:
+            raise ConfigError(f"{where}: more than {_MAX_NODES:,} values once YAML aliases are expanded")
+        if isinstance(obj, (list, tuple, Mapping)):
+            if depth >= _MAX_DEPTH:
+                raise ConfigError(
+                    f"{where}: nested more than {_MAX_DEPTH} levels deep (a self-referencing alias?)"
+                )
+            items = obj.values() if isinstance(obj, Mapping) else obj
+            stack.extend((v, depth + 1) for v in items)
 
 
 def config_name(cfg: str | Path | Mapping[str, Any]) -> str:
@@ -304,7 +371,11 @@ def detect_index(cfg: Mapping[str, Any]) -> int:
 
 
 def _check_anchors(anchors: Any) -> None:
-    if anchors is None or is_int(anchors):
+    if anchors is None:
+        return
+    if is_int(anchors):
+        if not 1 <= anchors <= 64:
+            raise ConfigError(f"'anchors' as an int is the anchors per level, 1..64, got {anchors!r}")
         return
     ok = (
         isinstance(anchors, list)
@@ -323,6 +394,10 @@ def _check_anchors(anchors: Any) -> None:
             "'anchors' must be an int (anchors per level) or a list of levels, each a list "
             "of w,h pixel pairs of the same length, e.g. [[10,13, 16,30, 33,23], ...]"
         )
+    for k, level in enumerate(anchors):
+        bad = [v for v in level if not (math.isfinite(v) and v > 0)]
+        if bad:
+            raise ConfigError(f"'anchors' level {k}: sizes must be positive finite pixels, got {bad[0]!r}")
 
 
 def _check_scales(cfg: Mapping[str, Any]) -> None:
@@ -361,10 +436,13 @@ def check_top_level(cfg: Mapping[str, Any]) -> None:
     nc = cfg.get("nc")
     if not is_int(nc) or nc < 1:
         raise ConfigError(f"'nc' must be a positive int, got {nc!r}")
+    unknown = [str(k)[:40] for k in cfg if k not in TOP_LEVEL_KEYS]
+    if unknown:
+        raise ConfigError(f"unknown top-level key(s) {unknown}; known: {', '.join(TOP_LEVEL_KEYS)}")
     for key in ("depth_multiple", "width_multiple"):
         v = cfg.get(key, 1.0)
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0:
-            raise ConfigError(f"'{key}' must be a positive number, got {v!r}")
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v <= MAX_MULTIPLE:
+            raise ConfigError(f"'{key}' must be a number in (0, {MAX_MULTIPLE:g}], got {v!r}")
     _check_anchors(cfg.get("anchors"))
     _check_scales(cfg)
     ch = cfg.get("ch", 3)

@@ -62,6 +62,7 @@ from typing import Any
 import torch
 
 # the names below are re-exported: callers and tests import them from here
+from yoloattn.models.config import TOP_LEVEL_KEYS
 from yoloattn.models.pickle_policy import (  # noqa: F401
     MAX_DEPTH,
     MAX_KEY_ITEMS,
@@ -367,6 +368,14 @@ def _extract(root: Any, path: Path, budget: _Budget) -> OfficialCheckpoint:
         raise CheckpointError("the checkpoint's model has no tensors")
     if nc is None and cfg is not None and isinstance(cfg.get("nc"), int):
         nc = cfg["nc"]
+    if cfg is not None:
+        # tool-specific keys of a foreign config (ultralytics' ``channels``, ``kpt_shape``, ...)
+        # describe nothing we build: drop them, and say so, rather than refuse the checkpoint
+        extra = sorted(str(k) for k in cfg if k not in TOP_LEVEL_KEYS)
+        if extra:
+            LOGGER.info("%s: config keys %s are not used by yoloattn; dropped", path, extra)
+            source["dropped_config_keys"] = extra
+            cfg = {k: v for k, v in cfg.items() if k in TOP_LEVEL_KEYS}
     if isinstance(model, Placeholder):
         source["class"] = model.qualname()
     dtypes = sorted({str(t.dtype).replace("torch.", "") for t in state.values()})

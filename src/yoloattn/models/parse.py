@@ -52,6 +52,8 @@ from yoloattn.models.block_table import (
     parse_activation,
 )
 from yoloattn.models.config import (
+    MAX_CHANNELS,
+    MAX_REPEATS,
     ConfigError,
     check_top_level,
     detect_index,
@@ -249,6 +251,11 @@ def _channel_row(r: _Input, m: _Model) -> Row:
         raise r.err(f"{r.canon} needs the output channel count as first arg, got {r.args!r}")
     c2 = args[0]
     if c2 != m.no:
+        if min(c2, m.max_channels) * m.gw > MAX_CHANNELS:
+            raise r.err(
+                f"{args[0]} output channels x width_multiple {m.gw:g} = {args[0] * m.gw:,.0f}; "
+                f"at most {MAX_CHANNELS}"
+            )
         c2 = make_divisible(min(c2, m.max_channels) * m.gw, m.ch_mul)
     args = [c1, c2, *args[1:]]
     entry = BLOCKS[r.canon]
@@ -294,7 +301,8 @@ def _head_row(r: _Input, m: _Model) -> Row:
     anc = args[1]
     if not isinstance(anc, list) or len(anc) != n_in:
         raise r.err(
-            f"{r.canon} has {n_in} inputs but {len(anc) if isinstance(anc, list) else anc!r} anchor levels"
+            f"{r.canon} has {n_in} inputs but {len(anc) if isinstance(anc, list) else anc!r} anchor levels "
+            "(the model-level 'anchors' needs one list of w,h pairs per Detect input)"
         )
     if not is_int(args[0]) or args[0] < 1:
         raise r.err(f"{r.canon}: nc must be a positive int, got {args[0]!r}")
@@ -399,6 +407,12 @@ def resolve_rows(cfg: Mapping[str, Any], ch: int = 3) -> list[Row]:
         n, name = row[1], row[2]
         if not is_int(n) or n < 1:
             raise ConfigError(f"'number' must be a positive int, got {n!r}", i, where)
+        if n * gd > MAX_REPEATS:
+            raise ConfigError(
+                f"'number' {n} x depth_multiple {gd:g} = {n * gd:,.0f} repeats; at most {MAX_REPEATS}",
+                i,
+                where,
+            )
         if not isinstance(name, str) or not name.strip():
             raise ConfigError(f"'module' must be a name string, got {name!r}", i, where)
         canon = module_name(name)

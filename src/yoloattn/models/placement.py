@@ -278,6 +278,7 @@ def place_attention(cfg: Cfg, spec: Spec | None = None) -> tuple[dict[str, Any],
             for i in insertion_points(cfg, p):
                 after.setdefault(i, []).append(p)
 
+    _refuse_stacked(after, spec)
     # check the whole config's references before renumbering
     all_sources = [sources(r, i) for i, r in enumerate(rows)]
 
@@ -317,6 +318,21 @@ def place_attention(cfg: Cfg, spec: Spec | None = None) -> tuple[dict[str, Any],
     for i, ps in sorted(after.items()):
         LOGGER.debug("attention after row %d (%s): %s", i, rows[i][2], ", ".join(p.key for p in ps))
     return cfg, index_map
+
+
+def _refuse_stacked(after: dict[int, list[Placement]], spec: Spec | None) -> None:
+    """One module twice after the same row (``cbam@neck,cbam@neck``, ``se@all,se@neck``, or the
+    config's ``attention:`` key repeated by ``--attention``) would stack two identical rows:
+    refused. Different modules after one row (``se@neck,cbam@neck``) are a combination, kept."""
+    for i, ps in sorted(after.items()):
+        keys = [p.key for p in ps]
+        twice = sorted({k for k in keys if keys.count(k) > 1})
+        if twice:
+            raise ConfigError(
+                f"attention spec {spec!r}: {', '.join(twice)} placed twice after row {i} (the "
+                "placements overlap, or the config's attention: key names it too); identical "
+                "modules would stack, so give each module once per row"
+            )
 
 
 def describe(cfg: Cfg, spec: Spec | None = None) -> str:

@@ -21,17 +21,18 @@ import json
 import logging
 import platform
 import re
+import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from yoloattn._io import atomic_paths
+from yoloattn.models.safetensors_check import check_against, non_finite, read_header
 
 if TYPE_CHECKING:
     from yoloattn.models.detector import Model
@@ -145,6 +146,9 @@ def save_model(
         "cfg": cfg,
         "index_map": {str(k): v for k, v in index_map.items()} if index_map else None,
         "meta": meta,
+        # the same token in the header copy and in the .json: a .json left from an earlier write
+        # (a kill between the two replacements) has another one and is not trusted (read_sidecar)
+        "write_id": uuid.uuid4().hex,
     }
     text = json.dumps(sidecar, indent=2, default=_json_default)
     side = sidecar_path(path)
@@ -170,20 +174,43 @@ def read_sidecar(path: str | Path) -> dict[str, Any]:
             data = json.loads(side.read_text(encoding="utf-8"))
         except json.JSONDecodeError as e:
             raise ValueError(f"{side}: invalid JSON sidecar: {e}") from None
+        header = _header_sidecar(st) if isinstance(data, dict) and data.get("write_id") else None
+        if header is not None and header.get("write_id") != data.get("write_id"):
+            LOGGER.warning(
+                "%s belongs to an earlier write than %s (interrupted save?); using the copy in its header",
+                side,
+                st.name,
+            )
+            data = header
     elif st.is_file():
-        with safe_open(str(st), framework="pt") as f:
-            header = (f.metadata() or {}).get(_HEADER_KEY)
-        if header is None:
+        text = _header_text(st)
+        if text is None:
             raise FileNotFoundError(
                 f"{st} has no sidecar {side.name} and no config in its header; it is not a yoloattn "
                 "model file (official .pt checkpoints: run `yoloattn convert` first)"
             )
-        data = json.loads(header)
+        data = json.loads(text)
     else:
         raise FileNotFoundError(f"model file {st} does not exist")
     if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("cfg"), dict):
         raise ValueError(f"{side}: not a {FORMAT} sidecar (missing 'format' or 'cfg')")
     return data
+
+
+def _header_text(st: Path) -> str | None:
+    """The sidecar copy in a safetensors header (None when there is none)."""
+    return read_header(st).get("__metadata__", {}).get(_HEADER_KEY)
+
+
+def _header_sidecar(st: Path) -> dict[str, Any] | None:
+    if not st.is_file():
+        return None
+    text = _header_text(st)
+    try:
+        data = json.loads(text) if text else None
+    except json.JSONDecodeError:
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def load_model(path: str | Path, device: torch.device | str = "cpu") -> Model:
@@ -204,7 +231,9 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> Model:
     except WiringError as e:  # the architecture that was trained, even if written by hand wrongly
         LOGGER.warning("%s: %s", path, e)
         model = build_model(cfg, nc=side.get("nc") or cfg.get("nc"), allow_unused_rows=True)
+    check_against(path, read_header(path), model.state_dict(), f"config of {sidecar_path(path).name}")
     state = load_file(str(path))
+    _warn_non_finite(path, state)
     state = {k: (v.float() if v.is_floating_point() else v) for k, v in state.items()}
     result = model.load_state_dict(state, strict=False)
     if result.missing_keys or result.unexpected_keys:
@@ -214,12 +243,34 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> Model:
         )
     if side.get("model_name"):
         model.yaml_file = side["model_name"]
-    names = side.get("names")
-    if isinstance(names, list) and len(names) == model.nc:
-        model.names = [str(n) for n in names]
+    names = _sidecar_names(side, model.nc, sidecar_path(path))
+    if names:
+        model.names = names
     if side.get("index_map"):
         model.index_map = {int(k): int(v) for k, v in side["index_map"].items()}
     return model.to(device).eval()
+
+
+def _sidecar_names(side: dict[str, Any], nc: int, where: Path) -> list[str]:
+    """The sidecar's class names, checked: a list of ``nc`` distinct names (or none at all)."""
+    names = side.get("names")
+    if names is None or names == []:
+        return []
+    if not isinstance(names, list):
+        raise ValueError(f"{where}: 'names' must be a list of class names, got {type(names).__name__}")
+    if len(names) != nc:
+        raise ValueError(f"{where}: 'names' has {len(names)} entries but the model has nc={nc} classes")
+    out = [str(n) for n in names]
+    twice = sorted({n for n in out if out.count(n) > 1})
+    if twice:
+        raise ValueError(f"{where}: duplicate class name(s) {twice} in 'names'")
+    return out
+
+
+def _warn_non_finite(path: Path, state: Mapping[str, torch.Tensor]) -> None:
+    bad = non_finite(state)
+    if bad:
+        LOGGER.warning("%s: %d tensor(s) hold NaN or infinity: %s", path, len(bad), _head(bad))
 
 
 def _head(keys: list[str], n: int = 5) -> str:
@@ -238,7 +289,9 @@ def load_state_for_transfer(path: str | Path) -> tuple[dict[str, torch.Tensor], 
     if not path.is_file():
         raise FileNotFoundError(f"weights file {path} does not exist")
     if path.suffix == ".safetensors":
+        read_header(path)  # a damaged file: one line naming it
         state = load_file(str(path))
+        _warn_non_finite(path, state)
         try:
             meta = read_sidecar(path)
         except FileNotFoundError:
